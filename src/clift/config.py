@@ -1,0 +1,561 @@
+"""The run configuration: one schema (nested dataclasses), three ways in (Python, YAML, dotted overrides).
+
+``RunConfig`` holds a section per concern — ``model``, ``data``, ``method``, ``train``, ``eval``, ``log``.
+The ``method`` section is polymorphic: its ``name`` picks a registered method and the remaining keys are
+validated against that method's own config dataclass. Unknown keys, wrong types and impossible
+combinations are collected and reported together (:class:`clift.errors.ConfigError`), each message
+naming the key, the value, what is allowed and the fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from clift.errors import ConfigError
+
+# --------------------------------------------------------------------------------------------------
+# Generic dataclass <-> dict machinery
+# --------------------------------------------------------------------------------------------------
+
+
+class _Missing:
+    pass
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple, Sequence):
+        args = typing.get_args(tp)
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
+    """Convert ``value`` to type ``tp`` or record a problem (and return the value unchanged)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            trial: list[str] = []
+            out = _coerce(value, arg, where, trial)
+            if not trial:
+                return out
+        problems.append(f"{where}: got {value!r}, expected {_type_name(tp)}.")
+        return value
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value in allowed:
+            return value
+        # YAML reads `no` as False and numbers as ints; accept their string forms for string literals
+        for a in allowed:
+            if isinstance(a, str) and str(value).lower() == a.lower():
+                return a
+            if value is False and a == "no":
+                return a
+        problems.append(f"{where}: got {value!r}; allowed values: {', '.join(repr(a) for a in allowed)}.")
+        return value
+    if origin in (list, tuple, Sequence):
+        (inner, *_rest) = typing.get_args(tp) or (Any,)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            problems.append(f"{where}: got {value!r}, expected a list.")
+            return value
+        items = [_coerce(v, inner, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            problems.append(f"{where}: got {value!r}, expected a mapping.")
+            return value
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        problems.append(f"{where}: got {value!r}, expected true or false.")
+        return value
+    if tp is int:
+        if isinstance(value, bool):
+            problems.append(f"{where}: got {value!r}, expected an integer.")
+            return value
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                try:
+                    f = float(value)
+                    if f.is_integer():
+                        return int(f)
+                except ValueError:
+                    pass
+        problems.append(f"{where}: got {value!r}, expected an integer.")
+        return value
+    if tp is float:
+        if isinstance(value, bool):
+            problems.append(f"{where}: got {value!r}, expected a number.")
+            return value
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        problems.append(f"{where}: got {value!r}, expected a number.")
+        return value
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        problems.append(f"{where}: got {value!r}, expected a string.")
+        return value
+    if _is_dataclass_type(tp):
+        return build_dataclass(tp, value, where, problems)
+    return value
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """``{field: help text}`` from each field's ``metadata["help"]``."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def build_dataclass(cls: type, data: Any, where: str, problems: list[str]) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, recording every problem in ``problems``.
+
+    Unknown keys are reported with the list of allowed keys. ``__post_init__`` validation errors
+    (:class:`ConfigError`) are collected too, prefixed with ``where``.
+    """
+    if isinstance(data, cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        problems.append(f"{where or 'config'}: got {data!r}, expected a mapping of keys to values.")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    for key in unknown:
+        import difflib
+
+        close = difflib.get_close_matches(str(key), list(fields), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        prefix = f"{where}." if where else ""
+        problems.append(
+            f"unknown key {prefix}{key!r}.{hint} Allowed keys in {where or 'the top level'}: {', '.join(fields)}."
+        )
+    kwargs = {}
+    n_before = len(problems)
+    for name, value in data.items():
+        if name in fields:
+            sub = f"{where}.{name}" if where else name
+            kwargs[name] = _coerce(value, hints[name], sub, problems)
+    if len(problems) > n_before:
+        return None
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        prefix = f"{where}: " if where else ""
+        problems.extend(prefix + p for p in err.problems)
+        return None
+
+
+def to_dict(obj: Any) -> Any:
+    """A plain, YAML/JSON-ready copy of a config dataclass (tuples become lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {}
+        if hasattr(obj, "method_name"):
+            out["name"] = obj.method_name()
+        for f in dataclasses.fields(obj):
+            if f.init:
+                out[f.name] = to_dict(getattr(obj, f.name))
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _check(problems: list[str], cond: bool, message: str) -> None:
+    if not cond:
+        problems.append(message)
+
+
+class Validated:
+    """Mixin: ``__post_init__`` calls ``problems()`` and raises one :class:`ConfigError` with all of them."""
+
+    def problems(self) -> list[str]:
+        return []
+
+    def __post_init__(self) -> None:
+        found = self.problems()
+        if found:
+            raise ConfigError(found)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------------
+
+DType = Literal["float32", "bfloat16", "float16", "auto"]
+
+
+@dataclass
+class ModelConfig(Validated):
+    """Which model to adapt, and how to load it.
+
+    Attributes:
+        name: a built-in alias (``smollm2-135m``, ``tiny-llama``, ``tiny-t5``; see ``clift ls models``), a
+            local model directory, a ``.gguf`` file, or a Hugging Face hub id. Causal vs seq2seq is read
+            from the model's config, never from this name. Default: ``smollm2-135m``.
+        gguf_file: GGUF file name inside ``name`` (a directory or hub repo); not needed for a ``.gguf`` path.
+        tokenizer: tokenizer directory or hub id, if it differs from the model's.
+        dtype: weight dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto`` (the checkpoint's). Default
+            float32; on GPU use bf16 weights or ``train.mixed_precision``.
+        device: ``auto`` (GPU when Accelerate sees one), ``cpu`` or ``cuda``. Default auto.
+        revision: hub revision (branch, tag or commit) for hub ids.
+        trust_remote_code: allow model code from the hub. Default false.
+        local_files_only: never contact the hub (set true on offline machines). Default false.
+    """
+
+    name: str = field(default="smollm2-135m", metadata={"help": "alias, local dir, .gguf file or hub id"})
+    gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside `name`"})
+    tokenizer: str | None = field(default=None, metadata={"help": "tokenizer dir or hub id, if different"})
+    dtype: DType = field(default="float32", metadata={"help": "float32 | bfloat16 | float16 | auto"})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "auto | cpu | cuda"})
+    revision: str | None = field(default=None, metadata={"help": "hub revision"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "allow hub model code"})
+    local_files_only: bool = field(default=False, metadata={"help": "never contact the hub"})
+
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        _check(p, bool(self.name), "model.name is empty; give an alias (`clift ls models`), a path or a hub id.")
+        return p
+
+
+@dataclass
+class DataConfig(Validated):
+    """The task stream and the data budget.
+
+    Attributes:
+        benchmark: a benchmark name (``clift ls benchmarks``): ``fixture`` (3 tiny tasks shipped for tests),
+            ``standard``, ``standard-proxy``, ``long``, ``tc``. Ignored when ``stream`` is set.
+        order: which named order of the benchmark (``1`` or ``o1``). Default 1.
+        tasks: an explicit task list from the benchmark, replacing ``order``.
+        stream: path to a user stream YAML (tasks with their own files) instead of a benchmark.
+        data_dir: an upstream ``CL_Benchmark`` folder to read instead of the embedded pack.
+        train_per_task / dev_per_task / test_per_task: examples per task and split (label-balanced,
+            deterministic given the seed); null = all available.
+        max_source_length: prompt tokens kept (only the sentence is truncated). Default 256.
+        max_target_length: label tokens kept in training. Default 50.
+        seed: data-selection seed; null = the run's seed.
+    """
+
+    benchmark: str = field(default="fixture", metadata={"help": "benchmark name (clift ls benchmarks)"})
+    order: str = field(default="1", metadata={"help": "named order of the benchmark, e.g. 1 or o1"})
+    tasks: list[str] | None = field(default=None, metadata={"help": "explicit task list (replaces order)"})
+    stream: str | None = field(default=None, metadata={"help": "user stream YAML (replaces benchmark)"})
+    data_dir: str | None = field(default=None, metadata={"help": "upstream CL_Benchmark folder"})
+    train_per_task: int | None = field(default=None, metadata={"help": "train examples per task (null: all)"})
+    dev_per_task: int | None = field(default=None, metadata={"help": "dev examples per task (null: all)"})
+    test_per_task: int | None = field(default=None, metadata={"help": "test examples per task (null: all)"})
+    max_source_length: int = field(default=256, metadata={"help": "max prompt tokens"})
+    max_target_length: int = field(default=50, metadata={"help": "max label tokens"})
+    seed: int | None = field(default=None, metadata={"help": "data seed (null: run seed)"})
+
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        for key in ("train_per_task", "dev_per_task", "test_per_task"):
+            v = getattr(self, key)
+            _check(p, v is None or v >= 0, f"data.{key} must be >= 0 or null (all), got {v}.")
+        _check(p, self.max_source_length >= 8, f"data.max_source_length must be >= 8, got {self.max_source_length}.")
+        _check(p, self.max_target_length >= 1, f"data.max_target_length must be >= 1, got {self.max_target_length}.")
+        return p
+
+
+@dataclass
+class TrainConfig(Validated):
+    """Optimisation settings shared by all methods (methods may add their own, e.g. a second lr).
+
+    Attributes:
+        epochs: passes over each task's training set. Default 1.
+        max_steps: optimizer steps per task; overrides ``epochs`` when set.
+        batch_size: examples per forward pass (per process). Default 8.
+        grad_accum: forward passes per optimizer step. Default 1.
+        lr: learning rate. Default 1e-3 (a LoRA rate; full fine-tuning wants ~1e-5).
+        weight_decay: AdamW weight decay. Default 0.
+        adam_betas / adam_eps: AdamW moments. Default (0.9, 0.999), 1e-8.
+        schedule: ``constant`` or ``linear`` decay to 0 over each task. Default constant (as the papers).
+        warmup_steps: linear warm-up steps at the start of each task. Default 0.
+        max_grad_norm: global gradient-norm clip; null disables. Default 1.0.
+        mixed_precision: ``no``, ``bf16`` or ``fp16`` autocast through Accelerate. Default no.
+        nan_policy: what a non-finite loss does: ``stop`` (raise, naming task and step) or ``skip`` the batch.
+    """
+
+    epochs: int = field(default=1, metadata={"help": "epochs per task"})
+    max_steps: int | None = field(default=None, metadata={"help": "optimizer steps per task (overrides epochs)"})
+    batch_size: int = field(default=8, metadata={"help": "examples per forward pass"})
+    grad_accum: int = field(default=1, metadata={"help": "forward passes per optimizer step"})
+    lr: float = field(default=1e-3, metadata={"help": "learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    adam_betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas"})
+    adam_eps: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
+    schedule: Literal["constant", "linear"] = field(default="constant", metadata={"help": "constant | linear"})
+    warmup_steps: int = field(default=0, metadata={"help": "warm-up steps per task"})
+    max_grad_norm: float | None = field(default=1.0, metadata={"help": "gradient clip (null: off)"})
+    mixed_precision: Literal["no", "bf16", "fp16"] = field(default="no", metadata={"help": "no | bf16 | fp16"})
+    nan_policy: Literal["stop", "skip"] = field(default="stop", metadata={"help": "non-finite loss: stop | skip"})
+
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        _check(p, self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}.")
+        _check(p, self.max_steps is None or self.max_steps >= 1,
+               f"train.max_steps must be >= 1 or null, got {self.max_steps}.")
+        _check(p, self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}.")
+        _check(p, self.grad_accum >= 1, f"train.grad_accum must be >= 1, got {self.grad_accum}.")
+        _check(p, self.lr > 0, f"train.lr must be > 0, got {self.lr}.")
+        _check(p, self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}.")
+        _check(p, len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
+               f"train.adam_betas must be two numbers in [0, 1), got {list(self.adam_betas)}.")
+        _check(p, self.adam_eps > 0, f"train.adam_eps must be > 0, got {self.adam_eps}.")
+        _check(p, self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}.")
+        _check(p, self.max_grad_norm is None or self.max_grad_norm > 0,
+               f"train.max_grad_norm must be > 0 or null (no clipping), got {self.max_grad_norm}.")
+        return p
+
+
+@dataclass
+class EvalConfig(Validated):
+    """How accuracy is measured after every task.
+
+    Attributes:
+        mode: ``generate`` (greedy decoding + normalised exact match, the papers' metric) or ``rank``
+            (pick the label option with the highest log-likelihood: faster, no generation). Default generate.
+        split: ``test`` (reported numbers) or ``dev`` (for tuning; never tune on test). Default test.
+        batch_size: examples per evaluation forward. Default 16.
+        max_new_tokens: generation budget; null = the longest label in tokens + 8.
+        zero_shot: evaluate the untouched base model first (row b, needed for FWT). Default true.
+    """
+
+    mode: Literal["generate", "rank"] = field(default="generate", metadata={"help": "generate | rank"})
+    split: Literal["test", "dev"] = field(default="test", metadata={"help": "test | dev"})
+    batch_size: int = field(default=16, metadata={"help": "examples per eval forward"})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "null: longest label + 8"})
+    zero_shot: bool = field(default=True, metadata={"help": "evaluate the base model first (FWT)"})
+
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        _check(p, self.batch_size >= 1, f"eval.batch_size must be >= 1, got {self.batch_size}.")
+        _check(p, self.max_new_tokens is None or self.max_new_tokens >= 1,
+               f"eval.max_new_tokens must be >= 1 or null, got {self.max_new_tokens}.")
+        return p
+
+
+@dataclass
+class LogConfig(Validated):
+    """Progress and logging.
+
+    Attributes:
+        progress: tqdm bars for training and evaluation. Default true (false for CI logs).
+        log_every: optimizer steps between loss log lines. Default 10.
+        tensorboard: also log scalars to TensorBoard through Accelerate's tracker (needs ``tensorboard``).
+    """
+
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    log_every: int = field(default=10, metadata={"help": "steps between loss logs"})
+    tensorboard: bool = field(default=False, metadata={"help": "log to TensorBoard"})
+
+    def problems(self) -> list[str]:
+        return [] if self.log_every >= 1 else [f"log.log_every must be >= 1, got {self.log_every}."]
+
+
+# --------------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------------
+
+# short forms accepted on the command line: `clift run c.yaml benchmark=standard-proxy order=1`
+SHORTHANDS = {
+    "benchmark": "data.benchmark",
+    "order": "data.order",
+    "stream": "data.stream",
+    "data_dir": "data.data_dir",
+    "train_per_task": "data.train_per_task",
+    "test_per_task": "data.test_per_task",
+    "lr": "train.lr",
+    "epochs": "train.epochs",
+}
+
+
+@dataclass
+class RunConfig:
+    """A complete continual run.
+
+    Attributes:
+        name: the run's name (used for the default output directory). Default ``run``.
+        output_dir: where the run writes; null = ``runs/<name>``.
+        seed: seeds Python, NumPy and torch (and the data selection unless ``data.seed``). Default 42.
+        save_adapters: write each task's adapter (PEFT format, safetensors) into the run. Default true.
+        model / data / method / train / eval / log: the sections above; ``method`` is a
+            registered method's config (``clift ls methods``).
+    """
+
+    name: str = "run"
+    output_dir: str | None = None
+    seed: int = 42
+    save_adapters: bool = True
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    method: Any = None  # a MethodConfig subclass instance; resolved through the method registry
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        if self.method is None:
+            from clift.methods import build_method_config
+
+            self.method = build_method_config({"name": "seq_lora"})
+
+    @property
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
+
+    @property
+    def data_seed(self) -> int:
+        return self.seed if self.data.seed is None else self.data.seed
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> RunConfig:
+        """Build and validate a run config; every problem is reported in one :class:`ConfigError`."""
+        from clift.methods import build_method_config
+
+        problems: list[str] = []
+        raw = copy.deepcopy(dict(data or {}))
+        for section in ("model", "method"):
+            if isinstance(raw.get(section), str):  # `model: tiny-llama`, `method: seq_lora`
+                raw[section] = {"name": raw[section]}
+        method_raw = raw.pop("method", None) or {"name": "seq_lora"}
+        cfg = build_dataclass(_RunFields, raw, "", problems)
+        method = None
+        try:
+            method = build_method_config(method_raw)
+        except ConfigError as err:
+            problems.extend(err.problems)
+        if problems:
+            raise ConfigError(problems)
+        assert cfg is not None
+        kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+        return cls(method=method, **kwargs)
+
+
+@dataclass
+class _RunFields:
+    """RunConfig without the polymorphic method section (used by the generic builder)."""
+
+    name: str = "run"
+    output_dir: str | None = None
+    seed: int = 42
+    save_adapters: bool = True
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides to a raw config mapping (values parsed as YAML).
+
+    Args:
+        raw: the mapping read from YAML (not modified).
+        overrides: strings such as ``train.lr=1e-4``, ``method.name=per_task`` or a shorthand
+            (``benchmark=standard-proxy``, ``order=2``, ``method=seq_ft``, ``model=tiny-t5``).
+
+    Raises:
+        ConfigError: for an override without ``=``.
+    """
+    out = copy.deepcopy(raw)
+    problems = []
+    for item in overrides:
+        if "=" not in item:
+            problems.append(f"override {item!r} has no '='; write key=value, e.g. train.lr=1e-4.")
+            continue
+        key, _, text = item.partition("=")
+        key = key.strip()
+        value = yaml.safe_load(text) if text.strip() else None
+        if key in ("method", "model"):
+            key = f"{key}.name"
+        key = SHORTHANDS.get(key, key)
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            if isinstance(node.get(part), str):
+                node[part] = {"name": node[part]}
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                problems.append(f"override {item!r}: {part!r} is not a section.")
+                break
+        else:
+            node[parts[-1]] = value
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a mapping (an empty file is an empty mapping).
+
+    Raises:
+        ConfigError: when the file is missing, unreadable or not a mapping.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist; check the path (see configs/ for examples).")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections, got {type(data).__name__}.")
+    return data
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read, override and validate a run configuration."""
+    raw = load_yaml(path) if path is not None else {}
+    return RunConfig.from_dict(apply_overrides(raw, overrides))
