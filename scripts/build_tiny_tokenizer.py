@@ -23,15 +23,42 @@ INSTRUCTIONS = [
     "Task:TC\nWhat is the topic of the following paragraph? Choose one from the option.\n",
     'Task:NLI\nWhat is the logical relationship between the "sentence 1" and the "sentence 2"? '
     "Choose one from the option.\n",
-    'Whether the "first sentence" and the "second sentence" have the same meaning? Choose one from the option.\n',
+    'Whether the "first sentence" and the "second sentence" have the same meaning? '
+    "Choose one from the option.\n",
     "According to the following passage, is the question true or false? Choose one from the option.\n",
     "Option: \nAnswer:\nTitle: \nText: \nsentence 1: \nsentence 2: \n",
 ]
 LABELS = [
-    "World", "Sports", "Business", "Science or Technology", "Company", "Educational Institution", "Artist",
-    "Athlete", "Office Holder", "Mean of Transportation", "Building", "Natural Place", "Village", "Animal",
-    "Plant", "Album", "Film", "Written Work", "very negative", "negative", "neutral", "positive",
-    "very positive", "entailment", "contradiction", "True", "False", "Good", "Bad", "Science",
+    "World",
+    "Sports",
+    "Business",
+    "Science or Technology",
+    "Company",
+    "Educational Institution",
+    "Artist",
+    "Athlete",
+    "Office Holder",
+    "Mean of Transportation",
+    "Building",
+    "Natural Place",
+    "Village",
+    "Animal",
+    "Plant",
+    "Album",
+    "Film",
+    "Written Work",
+    "very negative",
+    "negative",
+    "neutral",
+    "positive",
+    "very positive",
+    "entailment",
+    "contradiction",
+    "True",
+    "False",
+    "Good",
+    "Bad",
+    "Science",
 ]
 
 
@@ -49,12 +76,18 @@ def main() -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=1024, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=1024,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(corpus(), trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", bos_token="<s>", unk_token="<unk>",
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="</s>",
+        bos_token="<s>",
+        unk_token="<unk>",
         model_max_length=2048,
     )
     OUT.mkdir(parents=True, exist_ok=True)

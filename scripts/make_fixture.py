@@ -21,20 +21,30 @@ NEG = ["awful", "boring", "terrible", "dull", "broken", "sad"]
 TOPICS = {
     "Sports": (["team", "coach", "striker", "league"], ["won the final", "scored twice", "lost the match"]),
     "Business": (["market", "bank", "company", "investor"], ["raised prices", "cut jobs", "posted profits"]),
-    "Science": (["lab", "telescope", "chemist", "robot"], ["found a planet", "tested a cell", "built a sensor"]),
+    "Science": (
+        ["lab", "telescope", "chemist", "robot"],
+        ["found a planet", "tested a cell", "built a sensor"],
+    ),
 }
 DAYS = ["monday", "tuesday", "friday", "sunday", "new year", "the weekend"]
 ADJ = ["local", "old", "young", "famous", "small", "rival"]
 WHEN = ["every day", "at night", "on weekends", "in the morning", "after lunch"]
 SUBJ = ["the cat", "a child", "the farmer", "my friend", "the pilot", "a doctor", "the cook", "her uncle"]
-VERB = [("runs", "does not run"), ("sings", "does not sing"), ("reads", "does not read"), ("swims", "does not swim")]
+VERB = [
+    ("runs", "does not run"),
+    ("sings", "does not sing"),
+    ("reads", "does not read"),
+    ("swims", "does not swim"),
+]
 
 
 def _sentiment(rng: random.Random) -> dict:
     label = rng.choice(["positive", "negative"])
     words = POS if label == "positive" else NEG
-    return {"sentence": f"Text: the {rng.choice(NOUNS)} was {rng.choice(words)} and {rng.choice(words)}.",
-            "label": label}
+    return {
+        "sentence": f"Text: the {rng.choice(NOUNS)} was {rng.choice(words)} and {rng.choice(words)}.",
+        "label": label,
+    }
 
 
 def _topic(rng: random.Random) -> dict:

@@ -169,9 +169,10 @@ def build_dataclass(cls: type, data: Any, where: str, problems: list[str]) -> An
 
         close = difflib.get_close_matches(str(key), list(fields), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        prefix = f"{where}." if where else ""
+        full = f"{where}.{key}" if where else str(key)
+        allowed = list(fields) + list(getattr(cls, "_EXTRA_KEYS", ()))
         problems.append(
-            f"unknown key {prefix}{key!r}.{hint} Allowed keys in {where or 'the top level'}: {', '.join(fields)}."
+            f"unknown key {full!r}.{hint} Allowed keys in {where or 'the top level'}: {', '.join(allowed)}."
         )
     kwargs = {}
     n_before = len(problems)
@@ -184,8 +185,7 @@ def build_dataclass(cls: type, data: Any, where: str, problems: list[str]) -> An
     try:
         return cls(**kwargs)
     except ConfigError as err:
-        prefix = f"{where}: " if where else ""
-        problems.extend(prefix + p for p in err.problems)
+        problems.extend(p if not where or p.startswith(where) else f"{where}: {p}" for p in err.problems)
         return None
 
 
@@ -259,7 +259,9 @@ class ModelConfig(Validated):
 
     def problems(self) -> list[str]:
         p: list[str] = []
-        _check(p, bool(self.name), "model.name is empty; give an alias (`clift ls models`), a path or a hub id.")
+        _check(
+            p, bool(self.name), "model.name is empty; give an alias (`clift ls models`), a path or a hub id."
+        )
         return p
 
 
@@ -298,8 +300,16 @@ class DataConfig(Validated):
         for key in ("train_per_task", "dev_per_task", "test_per_task"):
             v = getattr(self, key)
             _check(p, v is None or v >= 0, f"data.{key} must be >= 0 or null (all), got {v}.")
-        _check(p, self.max_source_length >= 8, f"data.max_source_length must be >= 8, got {self.max_source_length}.")
-        _check(p, self.max_target_length >= 1, f"data.max_target_length must be >= 1, got {self.max_target_length}.")
+        _check(
+            p,
+            self.max_source_length >= 8,
+            f"data.max_source_length must be >= 8, got {self.max_source_length}.",
+        )
+        _check(
+            p,
+            self.max_target_length >= 1,
+            f"data.max_target_length must be >= 1, got {self.max_target_length}.",
+        )
         return p
 
 
@@ -323,34 +333,51 @@ class TrainConfig(Validated):
     """
 
     epochs: int = field(default=1, metadata={"help": "epochs per task"})
-    max_steps: int | None = field(default=None, metadata={"help": "optimizer steps per task (overrides epochs)"})
+    max_steps: int | None = field(
+        default=None, metadata={"help": "optimizer steps per task (overrides epochs)"}
+    )
     batch_size: int = field(default=8, metadata={"help": "examples per forward pass"})
     grad_accum: int = field(default=1, metadata={"help": "forward passes per optimizer step"})
     lr: float = field(default=1e-3, metadata={"help": "learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     adam_betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas"})
     adam_eps: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
-    schedule: Literal["constant", "linear"] = field(default="constant", metadata={"help": "constant | linear"})
+    schedule: Literal["constant", "linear"] = field(
+        default="constant", metadata={"help": "constant | linear"}
+    )
     warmup_steps: int = field(default=0, metadata={"help": "warm-up steps per task"})
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "gradient clip (null: off)"})
-    mixed_precision: Literal["no", "bf16", "fp16"] = field(default="no", metadata={"help": "no | bf16 | fp16"})
-    nan_policy: Literal["stop", "skip"] = field(default="stop", metadata={"help": "non-finite loss: stop | skip"})
+    mixed_precision: Literal["no", "bf16", "fp16"] = field(
+        default="no", metadata={"help": "no | bf16 | fp16"}
+    )
+    nan_policy: Literal["stop", "skip"] = field(
+        default="stop", metadata={"help": "non-finite loss: stop | skip"}
+    )
 
     def problems(self) -> list[str]:
         p: list[str] = []
         _check(p, self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}.")
-        _check(p, self.max_steps is None or self.max_steps >= 1,
-               f"train.max_steps must be >= 1 or null, got {self.max_steps}.")
+        _check(
+            p,
+            self.max_steps is None or self.max_steps >= 1,
+            f"train.max_steps must be >= 1 or null, got {self.max_steps}.",
+        )
         _check(p, self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}.")
         _check(p, self.grad_accum >= 1, f"train.grad_accum must be >= 1, got {self.grad_accum}.")
         _check(p, self.lr > 0, f"train.lr must be > 0, got {self.lr}.")
         _check(p, self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}.")
-        _check(p, len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
-               f"train.adam_betas must be two numbers in [0, 1), got {list(self.adam_betas)}.")
+        _check(
+            p,
+            len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
+            f"train.adam_betas must be two numbers in [0, 1), got {list(self.adam_betas)}.",
+        )
         _check(p, self.adam_eps > 0, f"train.adam_eps must be > 0, got {self.adam_eps}.")
         _check(p, self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}.")
-        _check(p, self.max_grad_norm is None or self.max_grad_norm > 0,
-               f"train.max_grad_norm must be > 0 or null (no clipping), got {self.max_grad_norm}.")
+        _check(
+            p,
+            self.max_grad_norm is None or self.max_grad_norm > 0,
+            f"train.max_grad_norm must be > 0 or null (no clipping), got {self.max_grad_norm}.",
+        )
         return p
 
 
@@ -376,8 +403,11 @@ class EvalConfig(Validated):
     def problems(self) -> list[str]:
         p: list[str] = []
         _check(p, self.batch_size >= 1, f"eval.batch_size must be >= 1, got {self.batch_size}.")
-        _check(p, self.max_new_tokens is None or self.max_new_tokens >= 1,
-               f"eval.max_new_tokens must be >= 1 or null, got {self.max_new_tokens}.")
+        _check(
+            p,
+            self.max_new_tokens is None or self.max_new_tokens >= 1,
+            f"eval.max_new_tokens must be >= 1 or null, got {self.max_new_tokens}.",
+        )
         return p
 
 
@@ -485,6 +515,8 @@ class RunConfig:
 class _RunFields:
     """RunConfig without the polymorphic method section (used by the generic builder)."""
 
+    _EXTRA_KEYS = ("method",)
+
     name: str = "run"
     output_dir: str | None = None
     seed: int = 42
@@ -543,7 +575,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist; check the path (see configs/ for examples).")
+        raise ConfigError(
+            f"config file {str(p)!r} does not exist; check the path (see configs/ for examples)."
+        )
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
@@ -551,7 +585,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections, got {type(data).__name__}.")
+        raise ConfigError(
+            f"config file {str(p)!r} must hold a mapping of sections, got {type(data).__name__}."
+        )
     return data
 
 

