@@ -156,10 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # overrides may come after flags (`clift run c.yaml --force train.lr=1e-4`), which argparse's
+    # nargs="*" positional does not collect; pick them up from the leftovers
+    args, rest = parser.parse_known_args(argv)
+    stray = [r for r in rest if "=" not in r or r.startswith("-")]
+    if stray or (rest and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or rest)}")
+    if rest:
+        args.overrides = [*args.overrides, *rest]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     for noisy in ("transformers", "accelerate", "peft"):
         logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.ERROR)
+    if not args.verbose:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # weight-loading bars; clift shows its own progress
     try:
         return args.func(args)
     except CliftError as err:

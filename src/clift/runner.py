@@ -173,12 +173,12 @@ class Runner:
 
         return load_stream(self.cfg.data, self.cfg.data_seed)
 
-    def _provenance(self) -> dict[str, Any]:
+    def _provenance(self, stream: Stream) -> dict[str, Any]:
         if self._stream is not None:
-            return {"source": "python", "stream": self._stream.name}
+            return {"source": "python", "stream": stream.name}
         from clift.data.benchmarks import data_provenance
 
-        return data_provenance(self.cfg.data)
+        return data_provenance(self.cfg.data, self.cfg.data_seed, stream)
 
     # ------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -232,7 +232,7 @@ class Runner:
                 "max_target_length": cfg.data.max_target_length,
                 "data_seed": cfg.data_seed,
             },
-            "data": self._provenance(),
+            "data": self._provenance(stream),
             "timings": {"stages": []},
             "training": [],
             "versions": library_versions(),
