@@ -56,13 +56,32 @@ def test_same_seed_same_results(tmp_path):
     assert a["training"][2]["loss_curve"] == b["training"][2]["loss_curve"]
 
 
-def test_existing_run_directory_is_refused_unless_forced(tmp_path):
+def test_rerunning_a_complete_run_recomputes_nothing(tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path, train={"max_steps": 1})
+    stream = fixture_stream(names=["toysent"])
+    first = clift.run(cfg, stream=stream).results
+    from clift.runner import Runner
+
+    monkeypatch.setattr(Runner, "train_stage", lambda *a, **k: pytest.fail("a complete run was retrained"))
+    again = clift.run(cfg, stream=stream).results
+    assert again["matrix"] == first["matrix"] and again["status"] == "complete"
+
+
+def test_changed_config_is_refused_with_the_differing_keys(tmp_path):
     cfg = tiny_config(tmp_path, train={"max_steps": 1})
     stream = fixture_stream(names=["toysent"])
     clift.run(cfg, stream=stream)
-    with pytest.raises(ResumeError, match="already holds a run"):
-        clift.run(cfg, stream=stream)
-    clift.run(cfg, stream=stream, force=True)
+    changed = tiny_config(tmp_path, train={"max_steps": 2, "lr": 1e-4})
+    with pytest.raises(ResumeError) as err:
+        clift.run(changed, stream=stream)
+    msg = str(err.value)
+    assert "different configuration" in msg and "train.max_steps: 1 → 2" in msg and "train.lr: 0.005 → 0.0001" in msg
+    assert "--force" in msg
+    # log settings may change on resume
+    clift.run(tiny_config(tmp_path, train={"max_steps": 1}, log={"progress": True}), stream=stream)
+    # --force starts over
+    res = clift.run(changed, stream=stream, force=True)
+    assert res.results["training"][0]["steps"] == 2
 
 
 def test_gradient_accumulation_and_epochs_plan(tmp_path):

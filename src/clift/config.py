@@ -259,9 +259,7 @@ class ModelConfig(Validated):
 
     def problems(self) -> list[str]:
         p: list[str] = []
-        _check(
-            p, bool(self.name), "model.name is empty; give an alias (`clift ls models`), a path or a hub id."
-        )
+        _check(p, bool(self.name), "model.name is empty; give an alias (`clift ls models`), a path or a hub id.")
         return p
 
 
@@ -330,29 +328,24 @@ class TrainConfig(Validated):
         max_grad_norm: global gradient-norm clip; null disables. Default 1.0.
         mixed_precision: ``no``, ``bf16`` or ``fp16`` autocast through Accelerate. Default no.
         nan_policy: what a non-finite loss does: ``stop`` (raise, naming task and step) or ``skip`` the batch.
+        checkpoint_every: optimizer steps between mid-task checkpoints (0: only at task boundaries). A
+            checkpoint is always written after each task. Default 100.
     """
 
     epochs: int = field(default=1, metadata={"help": "epochs per task"})
-    max_steps: int | None = field(
-        default=None, metadata={"help": "optimizer steps per task (overrides epochs)"}
-    )
+    max_steps: int | None = field(default=None, metadata={"help": "optimizer steps per task (overrides epochs)"})
     batch_size: int = field(default=8, metadata={"help": "examples per forward pass"})
     grad_accum: int = field(default=1, metadata={"help": "forward passes per optimizer step"})
     lr: float = field(default=1e-3, metadata={"help": "learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     adam_betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas"})
     adam_eps: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
-    schedule: Literal["constant", "linear"] = field(
-        default="constant", metadata={"help": "constant | linear"}
-    )
+    schedule: Literal["constant", "linear"] = field(default="constant", metadata={"help": "constant | linear"})
     warmup_steps: int = field(default=0, metadata={"help": "warm-up steps per task"})
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "gradient clip (null: off)"})
-    mixed_precision: Literal["no", "bf16", "fp16"] = field(
-        default="no", metadata={"help": "no | bf16 | fp16"}
-    )
-    nan_policy: Literal["stop", "skip"] = field(
-        default="stop", metadata={"help": "non-finite loss: stop | skip"}
-    )
+    mixed_precision: Literal["no", "bf16", "fp16"] = field(default="no", metadata={"help": "no | bf16 | fp16"})
+    nan_policy: Literal["stop", "skip"] = field(default="stop", metadata={"help": "non-finite loss: stop | skip"})
+    checkpoint_every: int = field(default=100, metadata={"help": "steps between mid-task checkpoints (0: off)"})
 
     def problems(self) -> list[str]:
         p: list[str] = []
@@ -375,6 +368,11 @@ class TrainConfig(Validated):
         _check(p, self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}.")
         _check(
             p,
+            self.checkpoint_every >= 0,
+            f"train.checkpoint_every must be >= 0 (0: only at task boundaries), got {self.checkpoint_every}.",
+        )
+        _check(
+            p,
             self.max_grad_norm is None or self.max_grad_norm > 0,
             f"train.max_grad_norm must be > 0 or null (no clipping), got {self.max_grad_norm}.",
         )
@@ -390,14 +388,14 @@ class EvalConfig(Validated):
             (pick the label option with the highest log-likelihood: faster, no generation). Default generate.
         split: ``test`` (reported numbers) or ``dev`` (for tuning; never tune on test). Default test.
         batch_size: examples per evaluation forward. Default 16.
-        max_new_tokens: generation budget; null = the longest label in tokens + 8.
+        max_new_tokens: generation budget; null = the longest label in tokens + 4.
         zero_shot: evaluate the untouched base model first (row b, needed for FWT). Default true.
     """
 
     mode: Literal["generate", "rank"] = field(default="generate", metadata={"help": "generate | rank"})
     split: Literal["test", "dev"] = field(default="test", metadata={"help": "test | dev"})
     batch_size: int = field(default=16, metadata={"help": "examples per eval forward"})
-    max_new_tokens: int | None = field(default=None, metadata={"help": "null: longest label + 8"})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "null: longest label + 4"})
     zero_shot: bool = field(default=True, metadata={"help": "evaluate the base model first (FWT)"})
 
     def problems(self) -> list[str]:
@@ -575,9 +573,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(
-            f"config file {str(p)!r} does not exist; check the path (see configs/ for examples)."
-        )
+        raise ConfigError(f"config file {str(p)!r} does not exist; check the path (see configs/ for examples).")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
@@ -585,9 +581,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            f"config file {str(p)!r} must hold a mapping of sections, got {type(data).__name__}."
-        )
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections, got {type(data).__name__}.")
     return data
 
 

@@ -49,9 +49,7 @@ def sequence_logprob(model: nn.Module, batch: dict[str, torch.Tensor], kind: str
     """
     labels = batch["labels"]
     if kind == "seq2seq":
-        logits = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels
-        ).logits
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).logits
     else:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         logits, labels = logits[:, :-1], labels[:, 1:]
@@ -68,20 +66,27 @@ class Evaluator:
         encoder: the run's prompt encoder.
         config: the ``eval`` section.
         accelerator: an ``accelerate.Accelerator`` (for device, autocast and multi-process gathering).
+        progress: show a progress bar per evaluation (main process only).
     """
 
-    def __init__(self, encoder: PromptEncoder, config: EvalConfig, accelerator: Any) -> None:
+    def __init__(self, encoder: PromptEncoder, config: EvalConfig, accelerator: Any, progress: bool = False) -> None:
         self.enc = encoder
+        self.progress = progress and accelerator.is_local_main_process
         self.cfg = config
         self.acc = accelerator
         self.gen_collate = GenerationCollator(encoder)
         self.train_collate = TrainCollator(encoder)
 
+    def _batches(self, n: int, desc: str) -> Any:
+        from tqdm.auto import tqdm
+
+        return tqdm(range(0, n, self.cfg.batch_size), desc=desc, leave=False, disable=not self.progress)
+
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.acc.device) for k, v in batch.items()}
 
     @torch.no_grad()
-    def _generate(self, model: nn.Module, task: Task, exs: list[Example]) -> list[str]:
+    def _generate(self, model: nn.Module, task: Task, exs: list[Example], desc: str = "") -> list[str]:
         from transformers import GenerationConfig
 
         max_new = self.cfg.max_new_tokens or (self.enc.max_label_tokens(task) + 4)
@@ -94,7 +99,7 @@ class Evaluator:
             decoder_start_token_id=getattr(getattr(model, "config", None), "decoder_start_token_id", None),
         )
         out: list[str] = []
-        for i in range(0, len(exs), self.cfg.batch_size):
+        for i in self._batches(len(exs), desc):
             chunk = exs[i : i + self.cfg.batch_size]
             batch = self._to_device(self.gen_collate([(task, ex) for ex in chunk]))
             with self.acc.autocast():
@@ -105,11 +110,11 @@ class Evaluator:
         return out
 
     @torch.no_grad()
-    def _rank(self, model: nn.Module, task: Task, exs: list[Example]) -> list[str]:
+    def _rank(self, model: nn.Module, task: Task, exs: list[Example], desc: str = "") -> list[str]:
         options = list(task.labels)
         rows = [(task, ex, opt) for ex in exs for opt in options]
         scores: list[torch.Tensor] = []
-        for i in range(0, len(rows), self.cfg.batch_size):
+        for i in self._batches(len(rows), desc):
             batch = self._to_device(self.train_collate(rows[i : i + self.cfg.batch_size]))
             with self.acc.autocast():
                 scores.append(sequence_logprob(model, batch, self.enc.kind).cpu())
@@ -118,7 +123,7 @@ class Evaluator:
         table = torch.cat(scores).view(len(exs), len(options))
         return [options[j] for j in table.argmax(-1).tolist()]
 
-    def evaluate(self, model: nn.Module, task: Task, examples: list[Example]) -> TaskEval:
+    def evaluate(self, model: nn.Module, task: Task, examples: list[Example], desc: str = "") -> TaskEval:
         """Accuracy of ``model`` on ``examples`` of ``task`` (every process must call this together)."""
         from accelerate.utils import gather_object
 
@@ -127,9 +132,7 @@ class Evaluator:
         indices = list(range(len(examples)))
         with self.acc.split_between_processes(indices) as mine:
             exs = [examples[i] for i in mine]
-            preds = (
-                self._rank(model, task, exs) if self.cfg.mode == "rank" else self._generate(model, task, exs)
-            )
+            preds = self._rank(model, task, exs) if self.cfg.mode == "rank" else self._generate(model, task, exs)
             local = [
                 {
                     "idx": i,

@@ -176,6 +176,16 @@ class ContinualMethod:
         """Called after training ``stage`` and before its evaluation. Returns the model to evaluate."""
         return model
 
+    def restore_task(self, model: nn.Module, stage: Stage) -> nn.Module:
+        """Rebuild the structure ``after_task`` leaves behind, without computing anything.
+
+        Used on resume: the runner replays ``before_task`` + ``restore_task`` for every completed stage,
+        then loads the checkpointed tensors and :meth:`load_state_dict`. Override when ``after_task``
+        changes the model's structure (e.g. removes a parametrization); values need not be right, the
+        checkpoint overwrites them.
+        """
+        return model
+
     @contextlib.contextmanager
     def eval_scope(self, model: nn.Module, task_index: int) -> Iterator[nn.Module]:
         """Context in which task ``task_index`` of the stream is evaluated; yields the model to use."""
@@ -222,9 +232,7 @@ def register_method(name: str, config_cls: type[MethodConfig], method_cls: type[
             a method class that is not a ``ContinualMethod``, or a method whose ``config_cls`` differs.
     """
     if not (
-        isinstance(config_cls, type)
-        and issubclass(config_cls, MethodConfig)
-        and dataclasses.is_dataclass(config_cls)
+        isinstance(config_cls, type) and issubclass(config_cls, MethodConfig) and dataclasses.is_dataclass(config_cls)
     ):
         raise ValueError(f"config class for {name!r} must be a dataclass subclassing MethodConfig.")
     if not (isinstance(method_cls, type) and issubclass(method_cls, ContinualMethod)):

@@ -1,0 +1,179 @@
+"""Resume: a crashed run continues from its checkpoint and ends with the same results as an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import clift
+from clift.checkpoint import join_state, split_state
+from clift.errors import ResumeError
+
+from .conftest import fixture_stream, tiny_config
+
+VOLATILE = {"timings", "resumes", "git", "config"}  # config differs only in output_dir
+
+
+def _stable(results: dict) -> dict:
+    return {k: v for k, v in results.items() if k not in VOLATILE}
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def _crash_at(monkeypatch, stage_index: int, step: int):
+    """Make the method raise right after optimizer step ``step`` of stage ``stage_index`` (once)."""
+    from clift.runner import Runner
+
+    real = Runner.train_stage
+    fired = []
+
+    def wrapped(self, model, method, stage, resume=None):
+        if stage.index == stage_index and not fired:
+            orig_after_step = method.after_step
+            count = [resume.step if resume is not None else 0]
+
+            def after_step(m):
+                orig_after_step(m)
+                count[0] += 1
+                if count[0] == step:
+                    fired.append(True)
+                    raise Crash("injected")
+
+            method.after_step = after_step
+            try:
+                return real(self, model, method, stage, resume)
+            finally:
+                del method.after_step
+        return real(self, model, method, stage, resume)
+
+    monkeypatch.setattr(Runner, "train_stage", wrapped)
+
+
+# checkpoints every 2 steps: a crash after step 3 resumes from step 2, after step 5 from step 4
+@pytest.mark.parametrize(
+    ("method", "crash_step"), [("seq_lora", 3), ("seq_lora", 5), ("inc_lora", 3), ("per_task", 5), ("seq_ft", 3)]
+)
+def test_resume_mid_task_equals_uninterrupted(tmp_path, monkeypatch, method, crash_step):
+    sections = {"train": {"max_steps": 6, "checkpoint_every": 2, "lr": 2e-3}}
+    reference = clift.run(tiny_config(tmp_path / "ref", method=method, **sections), stream=fixture_stream())
+    cfg = tiny_config(tmp_path / "crash", method=method, **sections)
+    _crash_at(monkeypatch, stage_index=1, step=crash_step)
+    with pytest.raises(Crash):
+        clift.run(cfg, stream=fixture_stream())
+    partial = json.loads((tmp_path / "crash" / "run" / "results.json").read_text())
+    assert partial["status"] == "running" and len(partial["matrix"]) == 1  # task 1 kept
+    state = json.loads((tmp_path / "crash" / "run" / "checkpoint" / "state.json").read_text())
+    assert (state["stage"], state["step"]) == (1, crash_step - 1)
+    resumed = clift.run(cfg, stream=fixture_stream())
+    assert resumed.results["resumes"] == [{"stage": 1, "step": state["step"]}]
+    assert _stable(resumed.results) == _stable(reference.results)
+    for (n, p), (_, q) in zip(reference.model.named_parameters(), resumed.model.named_parameters(), strict=True):
+        assert torch.equal(p, q), n
+
+
+def test_crash_before_first_checkpoint_keeps_zero_shot_row(tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path, train={"max_steps": 3, "checkpoint_every": 0})
+    reference = clift.run(tiny_config(tmp_path / "ref", train={"max_steps": 3, "checkpoint_every": 0}),
+                          stream=fixture_stream())
+    _crash_at(monkeypatch, stage_index=0, step=2)
+    with pytest.raises(Crash):
+        clift.run(cfg, stream=fixture_stream())
+    from clift.runner import Runner
+
+    calls = []
+    real_eval = Runner._evaluate
+    monkeypatch.setattr(Runner, "_evaluate", lambda self, *a: calls.append(a[2]) or real_eval(self, *a))
+    resumed = clift.run(cfg, stream=fixture_stream())
+    assert "zero-shot" not in calls  # the completed zero-shot row was not recomputed
+    assert _stable(resumed.results) == _stable(reference.results)
+
+
+def test_resume_refuses_a_changed_method_structure(tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path, method="inc_lora", train={"max_steps": 4, "checkpoint_every": 2})
+    _crash_at(monkeypatch, stage_index=1, step=3)
+    with pytest.raises(Crash):
+        clift.run(cfg, stream=fixture_stream())
+    with pytest.raises(ResumeError, match="different configuration"):
+        clift.run(tiny_config(tmp_path, method={"name": "inc_lora", "r": 4},
+                              train={"max_steps": 4, "checkpoint_every": 2}), stream=fixture_stream())
+
+
+def test_state_split_round_trip():
+    opt_state = {
+        "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2, 2)}, 1: {"step": torch.tensor(1.0)}},
+        "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "params": [0, 1], "proj_type": "std", "rank": None}],
+    }
+    skeleton, tensors = split_state(opt_state)
+    json.dumps(skeleton)  # JSON-able
+    back = join_state(json.loads(json.dumps(skeleton)), tensors)
+    assert back["param_groups"] == opt_state["param_groups"]
+    assert torch.equal(back["state"][0]["exp_avg"], torch.ones(2, 2)) and set(back["state"]) == {0, 1}
+    with pytest.raises(TypeError, match="never pickles"):
+        split_state({"x": object()})
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from clift.runner import Runner
+    real = Runner.train_stage
+    def wrapped(self, model, method, stage, resume=None):
+        if stage.index == 1:
+            orig, count = method.after_step, [0]
+            def after_step(m):
+                orig(m)
+                count[0] += 1
+                if count[0] == 5:
+                    os.kill(os.getpid(), signal.SIGKILL)  # a hard kill: no cleanup, no exception handlers
+            method.after_step = after_step
+        return real(self, model, method, stage, resume)
+    Runner.train_stage = wrapped
+    from clift.cli import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_in_the_middle_of_task_two_then_rerun(tmp_path):
+    import yaml
+
+    base = {
+        "model": "tiny-llama",
+        "method": "seq_lora",
+        "data": {"benchmark": "fixture", "train_per_task": 48, "test_per_task": 16},
+        "train": {"max_steps": 8, "batch_size": 4, "lr": 2e-3, "checkpoint_every": 3},
+        "eval": {"mode": "generate"},
+        "log": {"progress": False},
+    }
+    ref_cfg, kill_cfg = tmp_path / "ref.yaml", tmp_path / "kill.yaml"
+    ref_cfg.write_text(yaml.safe_dump({**base, "output_dir": str(tmp_path / "ref")}))
+    kill_cfg.write_text(yaml.safe_dump({**base, "output_dir": str(tmp_path / "kill")}))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    script = tmp_path / "killer.py"
+    script.write_text(KILL_SCRIPT)
+    killed = subprocess.run([sys.executable, str(script), "run", str(kill_cfg)], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    partial = json.loads((tmp_path / "kill" / "results.json").read_text())
+    assert partial["status"] == "running" and len(partial["matrix"]) == 1
+    cli = [sys.executable, "-m", "clift.cli", "run"]
+    resumed = subprocess.run([*cli, str(kill_cfg)], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    ref = subprocess.run([*cli, str(ref_cfg)], env=env, capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    a = json.loads((tmp_path / "kill" / "results.json").read_text())
+    b = json.loads((tmp_path / "ref" / "results.json").read_text())
+    assert a["resumes"] == [{"stage": 1, "step": 3}]
+    for key in ("timings", "resumes", "config", "git"):
+        a.pop(key, None)
+        b.pop(key, None)
+    assert a == b
