@@ -24,7 +24,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.quiet:
         cfg.log.progress = False
     result = Runner(cfg, force=args.force).run()
-    if result.results.get("status") == "complete":
+    if result.results.get("status") == "complete" and result.is_main_process:
         print(result.table())
         print(f"run directory: {result.run_dir}")
     return 0
@@ -44,15 +44,11 @@ def _check_model_name(name: str, gguf_file: str | None) -> str:
     if gguf_file or name.endswith(".gguf"):
         target = path / gguf_file if gguf_file else path
         if not target.is_file():
-            raise CliftError(
-                f"model GGUF file {str(target)!r} does not exist; check model.name / model.gguf_file."
-            )
+            raise CliftError(f"model GGUF file {str(target)!r} does not exist; check model.name / model.gguf_file.")
         return f"GGUF file {str(target)!r}"
     if path.exists():
         if not (path / "config.json").is_file():
-            raise CliftError(
-                f"model folder {name!r} has no config.json; point model.name at a saved model folder."
-            )
+            raise CliftError(f"model folder {name!r} has no config.json; point model.name at a saved model folder.")
         return f"local model folder {name!r}"
     return f"hub id {name!r} (not contacted by validate)"
 
@@ -125,6 +121,22 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from clift.export import describe, export_run
+
+    out = export_run(args.run_dir, args.out, "merged" if args.merged else "adapter")
+    print(describe(out))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from clift.report import write_report
+
+    path = write_report(args.run_dirs, args.out)
+    print(f"report written to {path} (plots beside it)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from clift import __version__
 
@@ -140,12 +152,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars (for CI and log files)")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser(
-        "validate", help="check a configuration (keys, values, data, model name) without training"
-    )
+    p = sub.add_parser("validate", help="check a configuration (keys, values, data, model name) without training")
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("export", help="write a finished run's final model as one PEFT adapter or a merged model")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="destination folder (default: RUN_DIR/export-adapter or export-merged)")
+    p.add_argument("--merged", action="store_true", help="merge adapters into the weights and save the full model")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("report", help="Markdown + PNG plots (matrix heatmap, forgetting curves, mean ± std tables)")
+    p.add_argument("run_dirs", nargs="+", help="one or more run directories")
+    p.add_argument("--out", help="output folder (default: RUN_DIR/report, or ./report for several runs)")
+    p.set_defaults(func=_cmd_report)
+
+    from clift.suite import add_compare_parser  # `clift compare`: the comparison suite
+
+    add_compare_parser(sub)
 
     p = sub.add_parser("ls", help="list methods, models and benchmarks")
     p.add_argument("what", nargs="?", default="all", choices=["all", "methods", "models", "benchmarks"])

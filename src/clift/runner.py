@@ -62,6 +62,7 @@ class RunResult:
         results: the content of results.json.
         model: the final model in memory (a ``PeftModel`` for adapter methods); not saved by itself.
         tokenizer: its tokenizer.
+        is_main_process: false on the other processes of a multi-process run (they should not print).
         matrix: R as an array of shape (stages, tasks), in percent.
         metrics: AA, BWT, FWT, forgetting (percentage points; None where undefined).
     """
@@ -70,6 +71,7 @@ class RunResult:
     results: dict[str, Any]
     model: nn.Module | None = None
     tokenizer: Any = None
+    is_main_process: bool = True
 
     @property
     def matrix(self) -> np.ndarray:
@@ -275,7 +277,7 @@ class Runner:
         old_results, ckpt = self._open_dir()
         if old_results is not None and old_results.get("status") == "complete":
             log.info("run %s is already complete; nothing to do (--force starts it over)", self.run_dir)
-            return RunResult(self.run_dir, old_results)
+            return RunResult(self.run_dir, old_results, is_main_process=self.acc.is_main_process)
         set_seed(cfg.seed)
         stream = self._load_stream()
         loaded = load_model(cfg.model)
@@ -400,16 +402,17 @@ class Runner:
             if self.acc.is_main_process:
                 write_results(self.run_dir, results)
             self.acc.wait_for_everyone()
-            log.info(
-                "stage %d/%d (%s): %s",
-                stage.index + 1,
-                len(stages),
-                stage.name,
-                " ".join(f"{a:.1f}" for a in row),
-            )
+            if self.acc.is_main_process:
+                log.info(
+                    "stage %d/%d (%s): %s",
+                    stage.index + 1,
+                    len(stages),
+                    stage.name,
+                    " ".join(f"{a:.1f}" for a in row),
+                )
         if cfg.log.tensorboard:
             self.acc.end_training()
-        return RunResult(self.run_dir, results, model, tok)
+        return RunResult(self.run_dir, results, model, tok, self.acc.is_main_process)
 
     def _new_results(self, cfg: RunConfig, source: str, kind: str, stream: Stream, method: ContinualMethod) -> dict:
         return {

@@ -1,0 +1,87 @@
+"""`clift export`: the final model as one PEFT adapter (combined where possible) or a merged model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+import clift
+from clift.cli import main
+from clift.config import ModelConfig
+from clift.errors import CliftError
+from clift.export import export_run
+from clift.models import load_model
+
+from .conftest import fixture_stream, tiny_config
+
+IDS = torch.randint(5, 700, (2, 12), generator=torch.Generator().manual_seed(0))
+
+
+def _logits(model):
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=IDS).logits
+
+
+def _run(tmp_path, method):
+    return clift.run(tiny_config(tmp_path, method=method), stream=fixture_stream())
+
+
+def test_seq_lora_exports_one_adapter(tmp_path):
+    res = _run(tmp_path, "seq_lora")
+    out = export_run(res.run_dir, tmp_path / "out")
+    loaded = PeftModel.from_pretrained(load_model(ModelConfig(name="tiny-llama")).model, str(out))
+    assert torch.allclose(_logits(loaded), _logits(res.model), atol=1e-5)
+    assert json.loads((out / "clift_export.json").read_text())["layout"] == "one PEFT adapter"
+
+
+def test_inc_lora_adapters_are_combined_into_one(tmp_path):
+    res = _run(tmp_path, "inc_lora")
+    out = export_run(res.run_dir, tmp_path / "out")
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["r"] == 3 * 8  # three rank-8 task adapters concatenated
+    loaded = PeftModel.from_pretrained(load_model(ModelConfig(name="tiny-llama")).model, str(out))
+    assert torch.allclose(_logits(loaded), _logits(res.model), atol=1e-5)
+
+
+def test_merged_export_is_a_plain_transformers_model(tmp_path):
+    res = _run(tmp_path, "inc_lora")
+    out = export_run(res.run_dir, tmp_path / "merged", mode="merged")
+    plain = AutoModelForCausalLM.from_pretrained(str(out))
+    assert not isinstance(plain, PeftModel)
+    assert torch.allclose(_logits(plain), _logits(res.model), atol=1e-5)
+
+
+def test_full_finetuning_needs_merged(tmp_path, capsys):
+    res = _run(tmp_path, "seq_ft")
+    with pytest.raises(CliftError, match="use --merged"):
+        export_run(res.run_dir, tmp_path / "out")
+    assert main(["export", str(res.run_dir), "--merged", "--out", str(tmp_path / "m")]) == 0
+    assert "full model" in capsys.readouterr().out
+    assert torch.allclose(
+        _logits(AutoModelForCausalLM.from_pretrained(str(tmp_path / "m"))), _logits(res.model), atol=1e-5
+    )
+
+
+def test_per_task_exports_one_adapter_per_task(tmp_path):
+    res = _run(tmp_path, "per_task")
+    out = export_run(res.run_dir, tmp_path / "out")
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["toynli", "toysent", "toytopic"]
+    loaded = PeftModel.from_pretrained(load_model(ModelConfig(name="tiny-llama")).model, str(out / "toysent"))
+    res.model.set_adapter("task0")
+    assert torch.allclose(_logits(loaded), _logits(res.model), atol=1e-5)
+
+
+def test_export_refuses_unfinished_and_foreign_folders(tmp_path):
+    with pytest.raises(CliftError, match="not a run directory"):
+        export_run(tmp_path)
+    res = _run(tmp_path, "seq_lora")
+    data = json.loads((res.run_dir / "results.json").read_text())
+    data["status"] = "running"
+    (res.run_dir / "results.json").write_text(json.dumps(data))
+    with pytest.raises(CliftError, match="not complete"):
+        export_run(res.run_dir)
