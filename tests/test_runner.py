@@ -114,3 +114,16 @@ def test_linear_schedule_and_warmup(tmp_path):
     f = _lr_lambda("linear", 2, 10)
     assert [round(f(s), 3) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
     assert _lr_lambda("constant", 0, 10)(7) == 1.0
+
+
+def test_tensorboard_logging(tmp_path):
+    pytest.importorskip("tensorboard")
+    res = clift.run(tiny_config(tmp_path, log={"tensorboard": True, "log_every": 1}), stream=fixture_stream())
+    events = list(res.run_dir.rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+
+def test_quiet_mode_prints_no_progress(tmp_path, capsys):
+    clift.run(tiny_config(tmp_path, log={"progress": False}), stream=fixture_stream(names=["toysent"]))
+    captured = capsys.readouterr()
+    assert "it/s" not in captured.err and "train 1.toysent" not in captured.err
