@@ -47,6 +47,9 @@ PACK_VERSION = 1
 MAX_PACK_BYTES = 15 * 1024 * 1024
 
 
+LICENCE = "LICENSE.O-LoRA"
+
+
 def build_task(spec: TaskSpec, source: Path) -> tuple[dict[str, Any], bytes | None]:
     """Split one task; returns its manifest entry and its gzip payload (``None`` if unavailable)."""
     folder = source / spec.folder
@@ -100,9 +103,7 @@ def build_task(spec: TaskSpec, source: Path) -> tuple[dict[str, Any], bytes | No
     return entry, payload
 
 
-def build_pack(
-    source: Path, out: Path, tasks: Sequence[str] | None = None, write: bool = True
-) -> dict[str, Any]:
+def build_pack(source: Path, out: Path, tasks: Sequence[str] | None = None, write: bool = True) -> dict[str, Any]:
     """Build the pack (or the named ``tasks`` of it) from ``source`` into ``out``.
 
     Args:
@@ -136,14 +137,13 @@ def build_pack(
         print(f"{name:>8}: {counts}  ({status})", file=sys.stderr)
     total = sum(len(p) for p in payloads.values())
     if total > MAX_PACK_BYTES:
-        raise SystemExit(
-            f"the pack would be {total / 1e6:.1f} MB, over the {MAX_PACK_BYTES / 1e6:.1f} MB limit."
-        )
+        raise SystemExit(f"the pack would be {total / 1e6:.1f} MB, over the {MAX_PACK_BYTES / 1e6:.1f} MB limit.")
     manifest = {
         "format": PACK_FORMAT,
         "pack_version": PACK_VERSION,
         "built_by": "scripts/build_pack.py",
         "source": "O-LoRA CL_Benchmark (MIT licence), layout <FAMILY>/<task>/{train,test,labels}.json",
+        "licence_file": LICENCE,
         "rules": {"params": PACK_RULES.to_dict(), "text": list(RULE_TEXT)},
         "total_bytes": total,
         "tasks": entries,
@@ -157,6 +157,12 @@ def build_pack(
             for stale in out.glob("*.jsonl.gz"):
                 if stale.name not in payloads:
                     stale.unlink()
+        # the MIT licence must travel with data derived from the upstream files
+        licence = (source / LICENCE).read_bytes() if (source / LICENCE).is_file() else None
+        if licence is None:
+            raise SystemExit(f"{source / LICENCE} is missing; the pack must ship the upstream licence.")
+        atomic_write(out / LICENCE, lambda p: p.write_bytes(licence))
+        (out / LICENCE).chmod(0o644)
         text = json.dumps(manifest, indent=1, ensure_ascii=False, sort_keys=False) + "\n"
         atomic_write(out / MANIFEST, lambda p: p.write_text(text, encoding="utf-8"))
         (out / MANIFEST).chmod(0o644)
@@ -187,9 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="upstream CL_Benchmark folder")
     parser.add_argument("--out", type=Path, default=PACK_DIR, help="pack folder to write")
     parser.add_argument("--tasks", default=None, help="comma-separated subset of tasks (default: all)")
-    parser.add_argument(
-        "--check", action="store_true", help="compare a rebuild with --out instead of writing"
-    )
+    parser.add_argument("--check", action="store_true", help="compare a rebuild with --out instead of writing")
     args = parser.parse_args(argv)
     if args.check:
         return check_pack(args.source, args.out)

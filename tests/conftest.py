@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from clift.data.task import Example, Stream, Task
 
@@ -15,6 +16,9 @@ FIXTURE_ROOT = Path(__file__).resolve().parents[1] / "src" / "clift" / "data" / 
 FIXTURE_TASKS = [("SC", "toysent"), ("TC", "toytopic"), ("NLI", "toynli")]
 
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+
+# tiny models: thread start-up costs more than it saves, and CI machines have few cores
+torch.set_num_threads(1)
 
 
 def fixture_stream(train: int = 32, test: int = 12, names: list[str] | None = None) -> Stream:

@@ -81,8 +81,9 @@ def test_resume_mid_task_equals_uninterrupted(tmp_path, monkeypatch, method, cra
 
 def test_crash_before_first_checkpoint_keeps_zero_shot_row(tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path, train={"max_steps": 3, "checkpoint_every": 0})
-    reference = clift.run(tiny_config(tmp_path / "ref", train={"max_steps": 3, "checkpoint_every": 0}),
-                          stream=fixture_stream())
+    reference = clift.run(
+        tiny_config(tmp_path / "ref", train={"max_steps": 3, "checkpoint_every": 0}), stream=fixture_stream()
+    )
     _crash_at(monkeypatch, stage_index=0, step=2)
     with pytest.raises(Crash):
         clift.run(cfg, stream=fixture_stream())
@@ -102,8 +103,10 @@ def test_resume_refuses_a_changed_method_structure(tmp_path, monkeypatch):
     with pytest.raises(Crash):
         clift.run(cfg, stream=fixture_stream())
     with pytest.raises(ResumeError, match="different configuration"):
-        clift.run(tiny_config(tmp_path, method={"name": "inc_lora", "r": 4},
-                              train={"max_steps": 4, "checkpoint_every": 2}), stream=fixture_stream())
+        clift.run(
+            tiny_config(tmp_path, method={"name": "inc_lora", "r": 4}, train={"max_steps": 4, "checkpoint_every": 2}),
+            stream=fixture_stream(),
+        )
 
 
 def test_state_split_round_trip():
@@ -157,11 +160,12 @@ def test_sigkill_in_the_middle_of_task_two_then_rerun(tmp_path):
     ref_cfg, kill_cfg = tmp_path / "ref.yaml", tmp_path / "kill.yaml"
     ref_cfg.write_text(yaml.safe_dump({**base, "output_dir": str(tmp_path / "ref")}))
     kill_cfg.write_text(yaml.safe_dump({**base, "output_dir": str(tmp_path / "kill")}))
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     script = tmp_path / "killer.py"
     script.write_text(KILL_SCRIPT)
-    killed = subprocess.run([sys.executable, str(script), "run", str(kill_cfg)], env=env, capture_output=True,
-                            text=True, timeout=600)
+    killed = subprocess.run(
+        [sys.executable, str(script), "run", str(kill_cfg)], env=env, capture_output=True, text=True, timeout=600
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     partial = json.loads((tmp_path / "kill" / "results.json").read_text())
     assert partial["status"] == "running" and len(partial["matrix"]) == 1

@@ -39,7 +39,8 @@ def test_manifest_lists_every_catalog_task_and_yahoo_as_unavailable():
 
 def test_pack_is_small_and_files_match_the_manifest():
     files = sorted(PACK_DIR.iterdir())
-    assert {f.name for f in files} == {MANIFEST} | {f"{t}.jsonl.gz" for t in AVAILABLE}
+    assert {f.name for f in files} == {MANIFEST, MANIFEST_DATA["licence_file"]} | {f"{t}.jsonl.gz" for t in AVAILABLE}
+    assert "MIT License" in (PACK_DIR / MANIFEST_DATA["licence_file"]).read_text()
     total = sum(f.stat().st_size for f in files)
     assert total <= 15 * 1024 * 1024
     for task in AVAILABLE:
@@ -62,9 +63,7 @@ def test_pack_splits_are_pairwise_disjoint(task):
         counts = dict(sorted(Counter(ex.label for ex in splits[s]).items()))
         assert counts == entry["splits"][s]["labels"]
         assert set(counts) <= labels
-    assert (
-        0 < len(splits["train"]) <= 1000 and 0 < len(splits["dev"]) <= 200 and 0 < len(splits["test"]) <= 500
-    )
+    assert 0 < len(splits["train"]) <= 1000 and 0 < len(splits["dev"]) <= 200 and 0 < len(splits["test"]) <= 500
     # a carve never drains a class from train
     assert set(Counter(ex.label for ex in splits["train"])) == set(Counter(ex.label for ex in splits["dev"]))
 
