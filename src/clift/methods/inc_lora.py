@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from peft import PeftModel
+from peft import LoraConfig, PeftModel
 from torch import nn
 
 from clift.adapters import LoraFields, adapter_name, adapter_parameters, add_lora, lora_config, save_adapter
@@ -35,9 +35,13 @@ class IncLoRA(ContinualMethod):
         super().__init__(config)
         self.adapters: list[str] = []
 
+    def new_adapter_config(self, model: nn.Module) -> LoraConfig:
+        """The PEFT config of each new task adapter (subclasses add options, e.g. excluded modules)."""
+        return lora_config(self.config, model)
+
     def before_task(self, model: nn.Module, stage: Stage) -> nn.Module:
         name = adapter_name(stage.task_index)
-        model = add_lora(model, lora_config(self.config, model), name)
+        model = add_lora(model, self.new_adapter_config(model), name)
         self.adapters.append(name)
         self.activate_all(model)
         return model

@@ -1,0 +1,352 @@
+"""GORP: Continual Gradient Low-Rank Projection fine-tuning (Wang et al., ACL 2025, arXiv 2507.02503).
+
+Per task, on top of incremental LoRA (a fresh adapter per task, earlier ones frozen and active):
+
+* chosen full-rank weights W train through a GaLore projector (rank k, refresh T, scale α) with their
+  own small lr, and their updates persist into later tasks;
+* the gradients of the new LoRA ``A`` and of W's low-rank gradient are projected onto the orthogonal
+  complement of a **shared space** S before Adam's moments: ``R ← R − S (Sᵀ R)``;
+* after the task, each S grows from the SVD of Adam's first moment by the GPM energy rule (ε = 0.9)
+  and accumulates across tasks.
+
+Update rule for W (``proj_type=std``, m ≥ n): ``W ← W − η_W · bc · α · Adam((I − S Sᵀ) G V_k) V_kᵀ``.
+The readings taken for the spec's ambiguities, the flags and the state layout are in docs/methods/gorp.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from peft import LoraConfig
+from torch import nn
+
+from clift.adapters import LoraFields, adapter_name, lora_config, lora_layers, save_adapter
+from clift.errors import TrainingError
+from clift.methods.base import MethodConfig, Stage
+from clift.methods.galore import (
+    FullRankWeights,
+    GaLoreFields,
+    SaveDelta,
+    base_model_of,
+    default_full_rank_patterns,
+    lora_exclusions,
+    match_modules,
+    should_save_delta,
+)
+from clift.methods.inc_lora import IncLoRA
+from clift.optim import ProjectedAdamW, extend_basis
+
+log = logging.getLogger("clift")
+
+BASES_FILE = "gorp_bases.safetensors"
+#: the two kinds of projected matrices; keys of bases, stats and state_dict entries
+LORA_A, FULL_RANK = "lora_A", "full_rank"
+
+
+@dataclass
+class GORPConfig(GaLoreFields, LoraFields, MethodConfig):
+    """GORP (fields of :class:`clift.adapters.LoraFields` and :class:`clift.methods.galore.GaLoreFields`, plus):
+
+    Attributes:
+        full_rank_modules: full-rank targets as module patterns (a qualified module name or a dotted
+            suffix, * wildcards). null = per architecture from the model config's ``model_type``: T5 →
+            ``EncDecAttention.q``, ``EncDecAttention.v`` (decoder cross-attention); LLaMA →
+            ``mlp.gate_proj``. ``[]`` trains no full-rank weights (LoRA + shared space only). These
+            modules never get a LoRA.
+        full_rank_lr: learning rate of the full-rank weights (``train.lr`` is the LoRA's). Default 1e-5
+            (T5 setting; the llama preset sets 1e-6).
+        energy_threshold: ε of the GPM energy rule that grows the bases. Default 0.9.
+        lora_projection: axis of the LoRA-A shared-space projection: ``rank`` (``G_A − S Sᵀ G_A`` with S in
+            the r-dim rank space, as the released code and the paper) or ``input`` (``G_A − G_A S Sᵀ``
+            with S in the d_in-dim input space, GPM-style). Default rank.
+        reload_bases: use the accumulated bases in later tasks. false reproduces the released code's bug:
+            bases are computed from each task alone and never used, so no projection happens.
+            Default true.
+        reset_full_rank_each_task: restore the full-rank weights to their initial values before every
+            task. true reproduces the released code's bug (only the last task's full-rank delta
+            survives). Default false.
+        save_full_rank_delta: write the cumulative ``W − W_init`` next to each task's adapter
+            (``every_task``, default), only after the last task (``last_task``), or ``none``.
+    """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # gorp.md §1.5; the LoRA lr (1e-3 T5, 2e-4 LLaMA) is train.lr, set in configs/papers/gorp-*.yaml
+        "t5-standard": {"galore_rank": 8, "update_proj_gap": 10, "galore_scale": 1.0, "full_rank_lr": 1e-5},
+        "t5-long": {"galore_rank": 32, "update_proj_gap": 20, "galore_scale": 0.25, "full_rank_lr": 1e-5},
+        "llama": {"galore_rank": 8, "update_proj_gap": 20, "galore_scale": 0.25, "full_rank_lr": 1e-6},
+    }
+
+    full_rank_modules: list[str] | None = field(
+        default=None, metadata={"help": "full-rank target patterns (null: per-architecture default)"}
+    )
+    full_rank_lr: float = field(default=1e-5, metadata={"help": "learning rate of the full-rank weights"})
+    energy_threshold: float = field(default=0.9, metadata={"help": "GPM energy threshold epsilon"})
+    lora_projection: Literal["rank", "input"] = field(
+        default="rank", metadata={"help": "LoRA-A shared-space axis: rank (paper) | input"}
+    )
+    reload_bases: bool = field(default=True, metadata={"help": "use accumulated bases (false: released-code bug)"})
+    reset_full_rank_each_task: bool = field(
+        default=False, metadata={"help": "reset full-rank weights each task (true: released-code bug)"}
+    )
+    save_full_rank_delta: SaveDelta = field(
+        default="every_task", metadata={"help": "write W - W_init: every_task | last_task | none"}
+    )
+
+    def problems(self) -> list[str]:
+        p = self.lora_problems() + self.galore_problems()
+        if not self.full_rank_lr > 0:
+            p.append(f"full_rank_lr must be > 0, got {self.full_rank_lr}.")
+        if not 0 < self.energy_threshold <= 1:
+            p.append(
+                f"energy_threshold must be in (0, 1], got {self.energy_threshold}; GORP uses 0.9 "
+                "(1 keeps every direction of the first moment)."
+            )
+        return p
+
+
+class GORP(IncLoRA):
+    """Incremental LoRA + full-rank GaLore weights + shared-space gradient projection (GPM bases).
+
+    Optimizer groups per task: ``lora_B`` (plain AdamW), ``lora_A`` (shared-space projection), and
+    ``full_rank`` (GaLore k/T/α, then shared-space projection, lr ``full_rank_lr``). After each task the
+    basis of every projected matrix grows from Adam's first moment; the bases are the method's state.
+    """
+
+    config_cls = GORPConfig
+    summary = "incremental LoRA + GaLore full-rank weights, gradients projected off a shared space (GORP)"
+
+    def __init__(self, config: GORPConfig) -> None:
+        super().__init__(config)
+        self.full: FullRankWeights | None = None
+        self.lora_extra: dict[str, Any] = {}
+        #: ``{(kind, module): S}``: orthonormal bases, accumulated across tasks
+        self.bases: dict[tuple[str, str], torch.Tensor] = {}
+        #: ``{(kind, module): [columns after task 0, after task 1, ...]}``
+        self.basis_history: dict[tuple[str, str], list[int]] = {}
+        self.basis_rows: dict[tuple[str, str], int] = {}
+        self.task_names: list[str] = []
+        self.delta_norm_start: list[float | None] = []
+        self.delta_norm_end: list[float | None] = []
+        self.n_stages: int | None = None
+        self._tracked: dict[tuple[str, str], nn.Parameter] = {}
+        self._optimizer: ProjectedAdamW | None = None
+
+    # ---- set-up ------------------------------------------------------------------------------
+    def stages(self, stream: Any) -> list[Stage]:
+        stages = super().stages(stream)
+        self.n_stages = len(stages)
+        return stages
+
+    def attach(self, model: nn.Module) -> nn.Module:
+        cfg = self.config
+        option = "method.full_rank_modules"
+        patterns = (
+            default_full_rank_patterns(model, option) if cfg.full_rank_modules is None else list(cfg.full_rank_modules)
+        )
+        modules = match_modules(model, patterns, option) if patterns else {}
+        self.lora_extra = lora_exclusions(model, cfg, list(modules))
+        keep_init = cfg.reset_full_rank_each_task or cfg.save_full_rank_delta != "none"
+        self.full = FullRankWeights(modules, keep_init=keep_init)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        log.info(
+            "gorp: %d full-rank matrices (%d parameters): %s",
+            len(modules),
+            self.full.numel,
+            ", ".join(patterns) or "none",
+        )
+        return model
+
+    # ---- per task ----------------------------------------------------------------------------
+    def before_task(self, model: nn.Module, stage: Stage) -> nn.Module:
+        assert self.full is not None, "attach() must run before before_task()"
+        if self.config.reset_full_rank_each_task and self.adapters:
+            self.full.reset()  # released-code behaviour: each task restarts from the base checkpoint
+        model = super().before_task(model, stage)
+        # PEFT freezes every non-adapter weight when it adds an adapter
+        self.full.set_trainable()
+        self.task_names.append(stage.name)
+        self.delta_norm_start.append(self.full.delta_norm())
+        return model
+
+    def new_adapter_config(self, model: nn.Module) -> LoraConfig:
+        # full-rank targets train as themselves, never also through a LoRA
+        return lora_config(self.config, model, **self.lora_extra)
+
+    def _current_lora(self, model: nn.Module) -> tuple[dict[str, nn.Parameter], dict[str, nn.Parameter]]:
+        """The newest adapter's A and B weights by module name (through PEFT's LoRA layer interface)."""
+        a: dict[str, nn.Parameter] = {}
+        b: dict[str, nn.Parameter] = {}
+        for module, layer in lora_layers(base_model_of(model)):
+            if self.current in getattr(layer, "lora_A", {}):
+                a[module] = layer.lora_A[self.current].weight  # (r, d_in)
+                b[module] = layer.lora_B[self.current].weight  # (d_out, r)
+        return a, b
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        assert self.full is not None
+        a, b = self._current_lora(model)
+        full = {k.removesuffix(".weight"): p for k, p in self.full.params.items()}
+        self._tracked = {(LORA_A, n): p for n, p in a.items()} | {(FULL_RANK, n): p for n, p in full.items()}
+        known = {id(p) for p in self._tracked.values()} | {id(p) for p in b.values()}
+        # anything else left trainable (nothing, with PEFT's defaults) trains as plain AdamW with B
+        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in known]
+        side = "left" if self.config.lora_projection == "rank" else "right"
+        groups = [
+            {"params": list(b.values()) + rest, "name": "lora_B"},
+            {"params": list(a.values()), "name": LORA_A, "shared_side": side},
+        ]
+        if full:
+            groups.append(
+                {"params": list(full.values()), "name": FULL_RANK, **self.config.galore_group(self.config.full_rank_lr)}
+            )
+        return [g for g in groups if g["params"]]
+
+    def make_optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+        assert self.ctx is not None, "setup() must run before make_optimizer()"
+        t = self.ctx.train
+        bases = {}
+        if self.config.reload_bases:
+            bases = {p: self.bases[key] for key, p in self._tracked.items() if key in self.bases}
+        self._optimizer = ProjectedAdamW(
+            groups,
+            lr=t.lr,
+            betas=tuple(t.adam_betas),
+            eps=t.adam_eps,
+            weight_decay=t.weight_decay,
+            shared_bases=bases,
+        )
+        return self._optimizer
+
+    def after_task(self, model: nn.Module, stage: Stage) -> nn.Module:
+        assert self.full is not None
+        opt = self._optimizer
+        if opt is None:
+            raise TrainingError(
+                "gorp: after_task() found no optimizer from make_optimizer(); the bases are built from its "
+                "first moments, so the training loop must create the optimizer through the method."
+            )
+        for key, p in self._tracked.items():
+            moment = opt.first_moment(p)
+            if moment is None:  # no step reached this matrix: nothing learned, nothing to protect
+                size = self.bases[key].shape[1] if key in self.bases else 0
+                self.basis_history.setdefault(key, []).append(size)
+                continue
+            side = opt.resolved_shared_side(p, opt.group_of(p))
+            # with reload_bases=false every task starts from an empty basis, as the released code does
+            old = self.bases.get(key) if self.config.reload_bases else None
+            basis = extend_basis(old, moment, self.config.energy_threshold, side)
+            self.bases[key] = basis
+            self.basis_rows[key] = basis.shape[0]
+            self.basis_history.setdefault(key, []).append(basis.shape[1])
+        self.delta_norm_end.append(self.full.delta_norm())
+        summary = self._summary(len(self.task_names) - 1)
+        log.info(
+            "gorp after %s: basis columns %s",
+            stage.name,
+            "; ".join(
+                f"{k} min/mean/max {v['min']}/{v['mean']:.1f}/{v['max']}" for k, v in summary.items() if k != "task"
+            ),
+        )
+        self._optimizer = None  # the runner is done with it; do not keep its state alive
+        return model
+
+    def save_task(self, model: nn.Module, stage: Stage, folder: Path) -> list[Path]:
+        assert self.full is not None
+        paths = [save_adapter(model, adapter_name(stage.task_index), folder)]
+        meta = {"method": "gorp", "after_stage": str(stage.index), "task": stage.name}
+        if len(self.full) and should_save_delta(self.config.save_full_rank_delta, stage, self.n_stages):
+            paths.append(self.full.save_delta(folder, meta))
+        if self.bases:
+            from safetensors.torch import save_file
+
+            path = folder / BASES_FILE
+            bases = {k: v for k, v in self.state_dict().items() if k.startswith("basis/")}
+            save_file(bases, str(path), metadata={**meta, "threshold": str(self.config.energy_threshold)})
+            paths.append(path)
+        return paths
+
+    # ---- reporting and state -----------------------------------------------------------------
+    def _summary(self, task: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"task": self.task_names[task] if task < len(self.task_names) else task}
+        for kind in (LORA_A, FULL_RANK):
+            sizes = [h[task] for (k, _), h in self.basis_history.items() if k == kind and len(h) > task]
+            if sizes:
+                out[kind] = {
+                    "min": min(sizes),
+                    "mean": sum(sizes) / len(sizes),
+                    "max": max(sizes),
+                    "matrices": len(sizes),
+                }
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """Basis columns per matrix per task, a min/mean/max summary per task, and full-rank delta norms."""
+        sizes: dict[str, dict[str, list[int]]] = {LORA_A: {}, FULL_RANK: {}}
+        rows: dict[str, dict[str, int]] = {LORA_A: {}, FULL_RANK: {}}
+        for (kind, module), history in self.basis_history.items():
+            sizes[kind][module] = list(history)
+            if (kind, module) in self.basis_rows:
+                rows[kind][module] = self.basis_rows[(kind, module)]
+        return {
+            "basis_sizes": sizes,
+            "basis_rows": rows,
+            "basis_summary": [self._summary(i) for i in range(len(self.task_names))],
+            "full_rank": {
+                "matrices": len(self.full) if self.full else 0,
+                "parameters": self.full.numel if self.full else 0,
+                "delta_norm_start": self.delta_norm_start,
+                "delta_norm_end": self.delta_norm_end,
+            },
+            "flags": {
+                "reload_bases": self.config.reload_bases,
+                "reset_full_rank_each_task": self.config.reset_full_rank_each_task,
+            },
+        }
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The bases and their per-task history, as tensors (what a resumed run needs).
+
+        Keys: ``basis/<kind>/<module>`` (S, (rows, c), on CPU), ``sizes/<kind>/<module>`` (int64, columns
+        after each task), ``delta_norm_start`` / ``delta_norm_end`` (float64, NaN where unknown); kind is
+        ``lora_A`` or ``full_rank``.
+        """
+        out = {f"basis/{kind}/{module}": s.detach().cpu().contiguous() for (kind, module), s in self.bases.items()}
+        for (kind, module), history in self.basis_history.items():
+            out[f"sizes/{kind}/{module}"] = torch.tensor(history, dtype=torch.int64)
+        for key in ("delta_norm_start", "delta_norm_end"):
+            values = [float("nan") if v is None else v for v in getattr(self, key)]
+            out[key] = torch.tensor(values, dtype=torch.float64)
+        return out
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict` (a file of bases alone, ``gorp_bases.safetensors``, loads too).
+
+        Raises:
+            ValueError: for a key :meth:`state_dict` does not write.
+        """
+        bases: dict[tuple[str, str], torch.Tensor] = {}
+        history: dict[tuple[str, str], list[int]] = {}
+        for key, tensor in state.items():
+            if key in ("delta_norm_start", "delta_norm_end"):
+                setattr(self, key, [None if v != v else float(v) for v in tensor.tolist()])  # NaN → None
+                continue
+            prefix, _, rest = key.partition("/")
+            kind, _, module = rest.partition("/")
+            if prefix not in ("basis", "sizes") or kind not in (LORA_A, FULL_RANK) or not module:
+                raise ValueError(
+                    f"unexpected gorp state key {key!r}; expected basis/<kind>/<module>, sizes/<kind>/<module>, "
+                    "delta_norm_start or delta_norm_end, with kind lora_A or full_rank."
+                )
+            if prefix == "basis":
+                bases[(kind, module)] = tensor
+            else:
+                history[(kind, module)] = [int(v) for v in tensor.tolist()]
+        self.bases = bases
+        self.basis_rows = {k: v.shape[0] for k, v in bases.items()}
+        if history:
+            self.basis_history = history

@@ -1,0 +1,312 @@
+"""Gradient projections for GaLore and GORP: low-rank projectors and shared-space (GPM) bases.
+
+Everything here is a pure function of tensors, so an optimizer can keep its whole state as tensors
+(projection matrices included) and ``state_dict()`` round-trips without pickling any object.
+
+Two kinds of projection:
+
+* **GaLore low-rank projection** of a gradient ``G`` (m, n) onto the top-``k`` singular subspace of
+  ``G`` itself, on the side chosen by ``proj_type``:
+
+  ==========  ==========================  ===============  ====================
+  side        projection matrices         ``project(G)``   ``project_back(N)``
+  ==========  ==========================  ===============  ====================
+  ``right``   ``V_k`` (n, k)              ``G V_k`` (m, k) ``N V_kᵀ`` (m, n)
+  ``left``    ``U_k`` (m, k)              ``U_kᵀ G`` (k, n) ``U_k N`` (m, n)
+  ``full``    ``U_k`` (m, k), ``V_k``     ``U_kᵀ G V_k``   ``U_k N V_kᵀ``
+  ==========  ==========================  ===============  ====================
+
+  ``std`` resolves to ``right`` when m ≥ n and to ``left`` otherwise, so the low-rank matrix keeps the
+  larger dimension (GaLore's default and GORP's released setting).
+
+* **Shared-space projection** ``R ← R − S (Sᵀ R)`` (side ``left``, S has as many rows as R) or
+  ``R ← R − (R S) Sᵀ`` (side ``right``, S has as many rows as R has columns), with S an orthonormal
+  basis of the directions earlier tasks used. ``S Sᵀ`` is never formed: for LLaMA-7B's gate_proj it
+  would be a dense 11008 × 11008 matrix per layer.
+
+Bases grow after each task with the GPM energy rule (:func:`extend_basis`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+ProjType = Literal["std", "left", "right", "full"]
+Side = Literal["left", "right", "full"]
+SharedSide = Literal["left", "right"]
+SvdMethod = Literal["exact", "randomized"]
+
+PROJ_TYPES: tuple[str, ...] = ("std", "left", "right", "full")
+SHARED_SIDES: tuple[str, ...] = ("left", "right")
+SVD_METHODS: tuple[str, ...] = ("exact", "randomized")
+
+#: extra random directions of the randomized range finder (Halko et al. 2011, §4): k + 8 columns
+#: capture the top-k subspace of a gradient well with two power iterations
+RANDOMIZED_OVERSAMPLE = 8
+RANDOMIZED_POWER_ITERS = 2
+
+
+def projection_side(shape: tuple[int, ...] | torch.Size, proj_type: str) -> Side:
+    """The side a ``proj_type`` projects a matrix of ``shape`` on.
+
+    Args:
+        shape: (m, n), the gradient's shape.
+        proj_type: ``std`` (right when m ≥ n, else left), ``left``, ``right`` or ``full``.
+
+    Returns:
+        ``left``, ``right`` or ``full``.
+
+    Raises:
+        ValueError: for any other ``proj_type``.
+    """
+    if proj_type == "std":
+        return "right" if shape[0] >= shape[1] else "left"
+    if proj_type in ("left", "right", "full"):
+        return proj_type  # type: ignore[return-value]
+    else:
+        raise ValueError(
+            f"Invalid proj_type: {proj_type!r} - should be one of {', '.join(PROJ_TYPES)} "
+            "(std picks right for tall or square gradients, left for wide ones)"
+        )
+
+
+def effective_rank(shape: tuple[int, ...] | torch.Size, rank: int) -> int:
+    """The rank actually used: ``rank`` capped at ``min(m, n)`` (a larger rank is a full-rank basis)."""
+    return max(1, min(int(rank), int(shape[0]), int(shape[1])))
+
+
+def low_rank_shape(shape: tuple[int, ...] | torch.Size, rank: int, proj_type: str) -> tuple[int, int]:
+    """Shape of the projected gradient (and of Adam's moments) for a gradient of ``shape``.
+
+    Returns:
+        (m, k) for ``right``, (k, n) for ``left``, (k, k) for ``full``, with k = :func:`effective_rank`.
+    """
+    m, n = int(shape[0]), int(shape[1])
+    k = effective_rank(shape, rank)
+    side = projection_side(shape, proj_type)
+    if side == "right":
+        return (m, k)
+    if side == "left":
+        return (k, n)
+    return (k, k)
+
+
+def _work_dtype(t: Tensor) -> torch.dtype:
+    # LAPACK has no half-precision SVD; float64 inputs keep float64 (tests compare in float64)
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _randomized_left_vectors(a: Tensor, k: int, seed: int) -> Tensor:
+    """Top-``k`` left singular vectors of ``a`` (p, q) by a randomized range finder.
+
+    A private generator seeded with ``seed`` draws the test matrix, so the result is reproducible and the
+    global RNG (dropout, data order) is untouched.
+
+    Returns:
+        (p, k) matrix with orthonormal columns.
+    """
+    p, q = a.shape
+    width = min(k + RANDOMIZED_OVERSAMPLE, p, q)
+    gen = torch.Generator(device=a.device).manual_seed(int(seed))
+    omega = torch.randn(q, width, generator=gen, device=a.device, dtype=a.dtype)  # (q, width)
+    y = a @ omega  # (p, width)
+    basis, _ = torch.linalg.qr(y)
+    # power iterations sharpen the spectrum so the leading k directions separate from the tail;
+    # re-orthonormalising between products keeps the small singular values from being lost to rounding
+    for _ in range(RANDOMIZED_POWER_ITERS):
+        z, _ = torch.linalg.qr(a.T @ basis)  # (q, width)
+        basis, _ = torch.linalg.qr(a @ z)  # (p, width)
+    small = basis.T @ a  # (width, q)
+    u_small, _, _ = torch.linalg.svd(small, full_matrices=False)
+    return basis @ u_small[:, :k]  # (p, k)
+
+
+def compute_projection(
+    grad: Tensor, rank: int, proj_type: str, svd: str = "exact", seed: int = 0
+) -> tuple[Tensor | None, Tensor | None]:
+    """Orthonormal GaLore projection matrices from the singular vectors of ``grad``.
+
+    Args:
+        grad: (m, n) gradient.
+        rank: k, capped at ``min(m, n)``.
+        proj_type: ``std``, ``left``, ``right`` or ``full``.
+        svd: ``exact`` (``torch.linalg.svd``, as GaLore) or ``randomized`` (a randomized range finder
+            with 8 extra columns and 2 power iterations: much faster on large matrices, and the same
+            subspace up to the gradient's spectral gap at k).
+        seed: seed of the randomized method's test matrix.
+
+    Returns:
+        ``(left, right)``: ``U_k`` (m, k) or None, ``V_k`` (n, k) or None, in ``grad``'s dtype.
+
+    Raises:
+        ValueError: for a ``proj_type`` or ``svd`` outside the allowed values, or a non-2-D ``grad``.
+    """
+    if grad.ndim != 2:
+        raise ValueError(f"GaLore projection needs a 2-D gradient, got shape {tuple(grad.shape)}.")
+    side = projection_side(grad.shape, proj_type)
+    k = effective_rank(grad.shape, rank)
+    g = grad.detach().to(_work_dtype(grad))
+    left: Tensor | None = None
+    right: Tensor | None = None
+    if svd == "exact":
+        u, _, vh = torch.linalg.svd(g, full_matrices=False)
+        if side in ("left", "full"):
+            left = u[:, :k]
+        if side in ("right", "full"):
+            right = vh[:k].T
+    elif svd == "randomized":
+        if side in ("left", "full"):
+            left = _randomized_left_vectors(g, k, seed)
+        if side in ("right", "full"):
+            right = _randomized_left_vectors(g.T, k, seed)
+    else:
+        raise ValueError(f"Invalid svd: {svd!r} - should be one of {', '.join(SVD_METHODS)}")
+    cast = [None if t is None else t.to(grad.dtype).contiguous() for t in (left, right)]
+    return cast[0], cast[1]
+
+
+def project(grad: Tensor, left: Tensor | None, right: Tensor | None) -> Tensor:
+    """Project ``grad`` (m, n) to low rank: ``U_kᵀ G``, ``G V_k`` or ``U_kᵀ G V_k`` (see the module table).
+
+    Raises:
+        ValueError: when neither projection matrix is given.
+    """
+    if left is not None and right is not None:
+        return left.T @ grad @ right  # (k, k)
+    if right is not None:
+        return grad @ right  # (m, k)
+    if left is not None:
+        return left.T @ grad  # (k, n)
+    else:
+        raise ValueError("project() needs a left or a right projection matrix; both are None.")
+
+
+def project_back(low: Tensor, left: Tensor | None, right: Tensor | None, scale: float = 1.0) -> Tensor:
+    """Map a low-rank update back to the full (m, n) shape and multiply by ``scale`` (GaLore's α).
+
+    Raises:
+        ValueError: when neither projection matrix is given.
+    """
+    if left is not None and right is not None:
+        full = left @ low @ right.T
+    elif right is not None:
+        full = low @ right.T
+    elif left is not None:
+        full = left @ low
+    else:
+        raise ValueError("project_back() needs a left or a right projection matrix; both are None.")
+    return full * scale if scale != 1.0 else full
+
+
+def remove_shared(grad: Tensor, basis: Tensor, side: str = "left") -> Tensor:
+    """Remove the component of ``grad`` that lies in the span of ``basis``.
+
+    Args:
+        grad: (p, q) matrix.
+        basis: orthonormal columns, (p, c) for ``side="left"``, (q, c) for ``side="right"``; c may be 0.
+        side: ``left``: ``G − S (Sᵀ G)`` (row space); ``right``: ``G − (G S) Sᵀ`` (column space).
+
+    Returns:
+        The projected (p, q) matrix; ``S S ᵀ`` is never formed, so the cost is O(p q c).
+
+    Raises:
+        ValueError: for another ``side`` or a basis whose row count does not match ``grad``.
+    """
+    if side == "left":
+        if basis.shape[0] != grad.shape[0]:
+            raise ValueError(
+                f"shared basis has {basis.shape[0]} rows but the gradient has {grad.shape[0]} rows "
+                f"(side=left needs a ({grad.shape[0]}, c) basis)."
+            )
+        if basis.shape[1] == 0:
+            return grad
+        return grad - basis @ (basis.T @ grad)
+    if side == "right":
+        if basis.shape[0] != grad.shape[1]:
+            raise ValueError(
+                f"shared basis has {basis.shape[0]} rows but the gradient has {grad.shape[1]} columns "
+                f"(side=right needs a ({grad.shape[1]}, c) basis)."
+            )
+        if basis.shape[1] == 0:
+            return grad
+        return grad - (grad @ basis) @ basis.T
+    else:
+        raise ValueError(f"Invalid shared side: {side!r} - should be one of {', '.join(SHARED_SIDES)}")
+
+
+def _count_first_task(energy: Tensor, threshold: float) -> int:
+    # GPM's first-task rule: the number of leading directions whose cumulative energy stays strictly
+    # below the threshold (so it can be 0, and it never reaches the threshold itself)
+    return int((torch.cumsum(energy, 0) < threshold).sum().item())
+
+
+def extend_basis(basis: Tensor | None, moment: Tensor, threshold: float = 0.9, side: str = "left") -> Tensor:
+    """Grow an orthonormal basis from a task's first moment by the GPM cumulative-energy rule.
+
+    With ``side="left"`` the basis spans row-space directions of ``moment`` (p, q) (left singular
+    vectors); with ``side="right"`` it spans column-space directions (the rule applied to ``momentᵀ``).
+    Writing M for the oriented (p, q) matrix and ``tot = ‖M‖_F²``:
+
+    * empty basis: ``M = U Σ Vᵀ``; keep ``c = #{i : Σ_{j≤i} σ_j²/tot < threshold}`` columns of U;
+    * otherwise: ``M̂ = M − S Sᵀ M = Û Σ̂ V̂ᵀ``; start at ``acc = (tot − ‖M̂‖_F²)/tot`` (energy S already
+      covers) and append columns of Û while ``acc < threshold``, adding ``σ̂_i²/tot`` each time.
+
+    The result is capped at p columns. A zero moment adds nothing.
+
+    Args:
+        basis: (p, c) orthonormal columns, or None / (p, 0) for none yet.
+        moment: the task's first moment (Adam's ``exp_avg``), (p, q) before orientation.
+        threshold: ε in (0, 1]. Default 0.9 (GPM, GORP).
+        side: ``left`` or ``right``.
+
+    Returns:
+        (p, c') orthonormal columns, c ≤ c' ≤ p, in ``moment``'s dtype.
+
+    Raises:
+        ValueError: for a bad ``side``, a non-2-D moment, a threshold outside (0, 1] or a basis of the
+            wrong height.
+    """
+    if side not in SHARED_SIDES:
+        raise ValueError(f"Invalid shared side: {side!r} - should be one of {', '.join(SHARED_SIDES)}")
+    if moment.ndim != 2:
+        raise ValueError(f"extend_basis needs a 2-D moment, got shape {tuple(moment.shape)}.")
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"Invalid threshold: {threshold} - should be in (0, 1]")
+    m = moment.detach().to(_work_dtype(moment))
+    m = m if side == "left" else m.T  # (p, q)
+    p = m.shape[0]
+    if basis is not None and basis.shape[0] != p:
+        raise ValueError(f"basis has {basis.shape[0]} rows, the oriented moment has {p} (side={side}).")
+    old = (
+        m.new_zeros((p, 0))
+        if basis is None or basis.shape[1] == 0
+        else basis.detach().to(device=m.device, dtype=m.dtype)
+    )
+    total = float((m * m).sum())
+    if total == 0.0 or not math.isfinite(total) or old.shape[1] >= p:
+        return old[:, :p].to(moment.dtype)
+    if old.shape[1] == 0:
+        u, sigma, _ = torch.linalg.svd(m, full_matrices=False)
+        count = _count_first_task(sigma**2 / total, threshold)
+        new = u[:, :count]
+    else:
+        residual = m - old @ (old.T @ m)
+        u, sigma, _ = torch.linalg.svd(residual, full_matrices=False)
+        energy = sigma**2 / total
+        acc = (total - float((residual * residual).sum())) / total
+        # directions with (numerically) zero energy are not in M̂'s range: their singular vectors are
+        # arbitrary and need not be orthogonal to S, so they are never appended
+        usable = int((sigma > sigma.max() * 1e-7).sum().item()) if sigma.numel() else 0
+        count = 0
+        for i in range(usable):
+            if acc >= threshold:
+                break
+            acc += float(energy[i])
+            count += 1
+        new = u[:, :count]
+    grown = torch.cat([old, new], dim=1)
+    return grown[:, :p].to(moment.dtype).contiguous()
