@@ -1,0 +1,479 @@
+"""DEAL (paper method): heat-kernel spectral retention + controlled-update MLP on the LoRA factors.
+
+Han et al., "DEAL: Data Efficient Adaptation in LLMs via Continuous Low-Rank Fine-Tuning", NeurIPS 2025
+(arXiv 2509.18942), §2–3, made concrete as in ``docs/methods/deal.md``. Task 1 trains a plain LoRA. From
+task 2 on, each factor ``Y`` of the adapter (``lora_A`` and ``lora_B``, or ``lora_A`` only) is
+re-parametrised as::
+
+    Y' = MLP(Retention(Y))          Retention(Y) = Y + Y Q diag(h(σ̂)) Qᵀ,   MLP(M) = M + W2 gelu(W1 M + b1) + b2
+
+with ``Y = Σ σ_k p_k q_kᵀ`` (rank dimension last, ``Q`` the right singular vectors), ``σ̂ = σ / σ_max`` and
+``h(σ̂) = Σ_j w_j exp(-(σ̂ - c_j)² / (2 s_j²))`` a bank of heat kernels with learnable weights ``w`` and
+centres ``c`` and fixed widths ``s``. ``w = 0`` and ``W2 = b2 = 0`` at the start of every task, so
+``Y' == Y`` exactly. The modules act on the factor matrices (parameter space) through
+``torch.nn.utils.parametrize``; after each task ``Y'`` is materialised into the plain PEFT weight, so
+inference is plain LoRA and the saved adapter is a plain PEFT LoRA. Loss = task loss
+``+ λ1 ‖θ1‖_a^a + λ2 ‖θ2‖_b^b`` over the kernel parameters θ1 = (w, c - c0) and the MLP parameters θ2.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from clift.adapters import LoraFields, add_lora, lora_config, lora_layers, save_adapter
+from clift.methods.base import ContinualMethod, MethodConfig, Stage
+
+#: the papers' LoRA settings (DEAL Table 4 and released scripts); the lr 1e-5 belongs to ``train.lr``
+DEAL_PRESETS: dict[str, dict[str, Any]] = {
+    "t5-large": {"r": 16, "alpha": 32.0, "dropout": 0.1, "target_modules": ["q", "v"]},
+    "llama-3.1-8b": {"r": 32, "alpha": 32.0, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]},
+}
+
+
+@dataclass
+class DEALConfig(LoraFields, MethodConfig):
+    """DEAL as in the paper, made concrete (see ``docs/methods/deal.md`` for the reason of each default).
+
+    Attributes:
+        r, alpha, dropout, target_modules: LoRA fields (:class:`clift.adapters.LoraFields`).
+        factors: which factors get the retention + update modules from task 2 on: ``both`` (A and B, the
+            paper's best ablation) or ``a`` (A only). Default both.
+        train_factors: also train the raw factors under the modules (the modules then filter the
+            *current* factors, Algorithm 1); false = only θ1/θ2 train (tiny capacity). Default true.
+        num_centres: heat kernels per width, centres initialised evenly on [0, 1]. Default 4.
+        widths: the fixed width series ``s_j`` (std of each Gaussian, in units of σ/σ_max); the bank has
+            ``len(widths) * num_centres`` kernels. Default [0.1, 0.3, 1.0].
+        mlp_hidden: hidden width of the residual update MLP; null = r. Default null.
+        lambda1: weight of ``‖θ1‖_a^a`` (retention kernels). Default 0.01.
+        lambda2: weight of ``‖θ2‖_b^b`` (update MLP). Default 0.001.
+        a: order of the retention penalty; must be >= b. Default 10.
+        b: order of the update penalty; must be >= 1. Default 2.
+        module_lr: learning rate of θ1/θ2; null = ``train.lr``. Default null.
+    """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = DEAL_PRESETS
+
+    factors: Literal["both", "a"] = field(
+        default="both", metadata={"help": "factors with DEAL modules: both (A and B) | a (A only)"}
+    )
+    train_factors: bool = field(
+        default=True, metadata={"help": "also train the raw factors under the modules (false: only θ1/θ2)"}
+    )
+    num_centres: int = field(default=4, metadata={"help": "heat kernels per width (centres on [0, 1])"})
+    widths: list[float] = field(
+        default_factory=lambda: [0.1, 0.3, 1.0],
+        metadata={"help": "fixed kernel widths (std, in units of sigma/sigma_max)"},
+    )
+    mlp_hidden: int | None = field(default=None, metadata={"help": "update MLP hidden width (null: r)"})
+    lambda1: float = field(default=0.01, metadata={"help": "weight of the retention penalty ||θ1||_a^a"})
+    lambda2: float = field(default=0.001, metadata={"help": "weight of the update penalty ||θ2||_b^b"})
+    a: float = field(default=10.0, metadata={"help": "order of the retention penalty (a >= b)"})
+    b: float = field(default=2.0, metadata={"help": "order of the update penalty (b >= 1)"})
+    module_lr: float | None = field(default=None, metadata={"help": "lr of θ1/θ2 (null: train.lr)"})
+
+    def problems(self) -> list[str]:
+        p = self.lora_problems()
+        if self.num_centres < 1:
+            p.append(f"num_centres must be >= 1, got num_centres={self.num_centres}.")
+        if not self.widths or any(w <= 0 for w in self.widths):
+            p.append(f"widths must be a non-empty list of numbers > 0, got widths={list(self.widths)}.")
+        if self.mlp_hidden is not None and self.mlp_hidden < 1:
+            p.append(f"mlp_hidden must be >= 1 or null (= r), got mlp_hidden={self.mlp_hidden}.")
+        for key in ("lambda1", "lambda2"):
+            if getattr(self, key) < 0:
+                p.append(f"{key} must be >= 0 (0 switches that penalty off), got {key}={getattr(self, key)}.")
+        if self.b < 1:
+            p.append(f"b must be >= 1 (a norm order), got b={self.b}.")
+        if self.a < self.b:
+            p.append(
+                f"a must be >= b (DEAL's asymmetric regulariser penalises the retention parameters with "
+                f"an order at least that of the update MLP), got a={self.a}, b={self.b}; raise a or lower b."
+            )
+        if self.module_lr is not None and self.module_lr <= 0:
+            p.append(f"module_lr must be > 0 or null (= train.lr), got module_lr={self.module_lr}.")
+        return p
+
+
+class DealGroup(nn.Module):
+    """The DEAL modules of ``G`` factors of one shape, stored stacked and computed in one batched pass.
+
+    Works in the paper's orientation ``M`` of shape ``(n, r)`` (rank dimension last): PEFT's
+    ``lora_A.weight`` ``(r, in)`` is transposed, ``lora_B.weight`` ``(out, r)`` is used as is.
+
+    Args:
+        size: ``G``, the number of factors.
+        r: the adapter rank.
+        num_centres: kernels per width.
+        widths: the fixed width series.
+        hidden: hidden width of the update MLP.
+    """
+
+    def __init__(self, size: int, r: int, num_centres: int, widths: list[float], hidden: int) -> None:
+        super().__init__()
+        centres = torch.linspace(0.0, 1.0, num_centres) if num_centres > 1 else torch.full((1,), 0.5)
+        self.register_buffer("centres0", centres.repeat(len(widths)))  # (K,)
+        self.register_buffer("widths", torch.tensor(widths).repeat_interleave(num_centres))  # (K,)
+        k = len(widths) * num_centres
+        # θ1: zero = identity filter; the centres are learnt as offsets so that the penalty pulls them
+        # back to where they started rather than towards σ̂ = 0
+        self.kernel_weight = nn.Parameter(torch.zeros(size, k))  # (G, K)
+        self.centre_shift = nn.Parameter(torch.zeros(size, k))  # (G, K)
+        # θ2: residual MLP over the rank dimension (nn.Linear's default init for the input layer); the
+        # zero output layer makes it the identity at init
+        bound = 1.0 / math.sqrt(r)
+        self.w1 = nn.Parameter(torch.empty(size, hidden, r).uniform_(-bound, bound))  # (G, h, r)
+        self.b1 = nn.Parameter(torch.empty(size, hidden).uniform_(-bound, bound))  # (G, h)
+        self.w2 = nn.Parameter(torch.zeros(size, r, hidden))  # (G, r, h)
+        self.b2 = nn.Parameter(torch.zeros(size, r))  # (G, r)
+
+    def retention_parameters(self) -> list[nn.Parameter]:
+        return [self.kernel_weight, self.centre_shift]
+
+    def update_parameters(self) -> list[nn.Parameter]:
+        return [self.w1, self.b1, self.w2, self.b2]
+
+    def gain(self, sigma_hat: torch.Tensor) -> torch.Tensor:
+        """``h(σ̂) = g(σ̂) - 1`` for normalised singular values ``sigma_hat`` ``(G, r)``; returns ``(G, r)``."""
+        centres = self.centres0 + self.centre_shift  # (G, K)
+        phi = torch.exp(-((sigma_hat[:, :, None] - centres[:, None, :]) ** 2) / (2 * self.widths**2))  # (G, r, K)
+        return (phi @ self.kernel_weight[:, :, None]).squeeze(-1)
+
+    def retention(self, m: torch.Tensor) -> torch.Tensor:
+        """Heat-kernel spectral filter of ``m`` ``(G, n, r)``, computed as a correction to ``m``.
+
+        The singular basis comes from the r×r Gram matrices (cheap for small r) and is treated as a
+        constant (no gradient through the eigendecomposition): exact when the factors are frozen, a
+        stable straight-through gradient when they train. Adding a correction (zero when w = 0) keeps
+        the identity start exact despite eigendecomposition round-off.
+        """
+        with torch.no_grad(), torch.autocast(m.device.type, enabled=False):
+            mf = m.detach().float()
+            lam, q = torch.linalg.eigh(mf.transpose(1, 2) @ mf)  # (G, r) ascending, (G, r, r)
+            sigma = lam.clamp_min(0).sqrt()
+            sigma_hat = sigma / sigma.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(sigma.dtype).tiny)
+        q = q.to(m.dtype)
+        h = self.gain(sigma_hat).to(m.dtype)  # (G, r)
+        return m + ((m @ q) * h[:, None, :]) @ q.transpose(1, 2)
+
+    def update(self, m: torch.Tensor) -> torch.Tensor:
+        """Residual MLP applied to every row (an r-vector) of each ``m[g]`` ``(n, r)``."""
+        hid = F.gelu(torch.baddbmm(self.b1[:, None, :], m, self.w1.transpose(1, 2)))  # (G, n, h)
+        return m + torch.baddbmm(self.b2[:, None, :], hid, self.w2.transpose(1, 2))
+
+    def forward(self, m: torch.Tensor) -> torch.Tensor:
+        """Args: m: stacked factors ``(G, n, r)``. Returns: ``MLP(Retention(m))``, same shape."""
+        return self.update(self.retention(m))
+
+
+class DealBank(nn.Module):
+    """Every DEAL module of one adapter, grouped by factor shape; computes all factors of a group at once.
+
+    One batched pass per group (a few dozen ops) replaces a few dozen ops *per factor*: with 60 LoRA
+    layers that is what keeps the step cost near plain LoRA's on a CPU, where small ops are dominated by
+    per-op overhead. The pass is cached (PEFT reads each ``weight`` twice per call) until a backward pass
+    runs through it (its graph is then freed), grad or autocast mode changes, or a tensor it depends on
+    is changed in place (an optimizer step, a checkpoint load).
+
+    Args:
+        members: ``(factor weight, rank_first)`` per factor; ``rank_first`` is True for ``lora_A``.
+        r, num_centres, widths, hidden: see :class:`DealGroup`.
+    """
+
+    def __init__(
+        self, members: list[tuple[nn.Parameter, bool]], r: int, num_centres: int, widths: list[float], hidden: int
+    ) -> None:
+        super().__init__()
+        keys: dict[tuple[bool, int], list[int]] = {}
+        for i, (w, rank_first) in enumerate(members):
+            keys.setdefault((rank_first, w.shape[1] if rank_first else w.shape[0]), []).append(i)
+        self.weights = [w for w, _ in members]  # the originals (plain references, not registered here)
+        self.rank_first = [rf for _, rf in members]
+        self.group_members = list(keys.values())
+        self.slot = {}
+        for g, idx in enumerate(self.group_members):
+            for s, i in enumerate(idx):
+                self.slot[i] = (g, s)
+        w0 = members[0][0]
+        self.groups = nn.ModuleList(
+            DealGroup(len(idx), r, num_centres, widths, hidden).to(w0.device, w0.dtype) for idx in self.group_members
+        )
+        self._cache: dict[int, _GroupPass] = {}
+
+    def factor(self, i: int) -> torch.Tensor:
+        """``Y'`` of factor ``i`` in PEFT shape (from the cached group pass, or a fresh one)."""
+        g, s = self.slot[i]
+        grp = self.groups[g]
+        autocast = torch.is_autocast_enabled(self.weights[i].device.type)
+        state = (torch.is_grad_enabled(), autocast, tuple(p._version for p in grp.parameters()))
+        cached = self._cache.get(g)
+        if cached is None or cached.stale or cached.state != state or cached.versions[s] != self.weights[i]._version:
+            idx = self.group_members[g]
+            ws = [self.weights[j] for j in idx]
+            out = grp(torch.stack([w.T if self.rank_first[j] else w for j, w in zip(idx, ws, strict=True)]))
+            cached = _GroupPass(out.unbind(0), state, [w._version for w in ws])
+            if out.requires_grad:
+                # once a backward pass runs through this group its graph is freed: never serve it again. The
+                # hook holds the pass weakly: a strong reference would make a cycle (pass -> out -> hook ->
+                # pass) that Python's GC cannot see through, keeping every replaced pass and its graph alive.
+                out.register_hook(functools.partial(_mark_stale, weakref.ref(cached)))
+            self._cache[g] = cached
+        out_s = cached.out[s]
+        return out_s.T if self.rank_first[i] else out_s
+
+    def clear(self) -> None:
+        """Drop cached outputs (and their autograd graphs)."""
+        self._cache = {}
+
+    def retention_parameters(self) -> list[nn.Parameter]:
+        return [p for grp in self.groups for p in grp.retention_parameters()]
+
+    def update_parameters(self) -> list[nn.Parameter]:
+        return [p for grp in self.groups for p in grp.update_parameters()]
+
+
+class _GroupPass:
+    """One cached batched pass of a :class:`DealGroup`: per-factor outputs and what they were computed from."""
+
+    def __init__(self, out: tuple[torch.Tensor, ...], state: tuple[Any, ...], versions: list[int]) -> None:
+        self.out = out
+        self.state = state
+        self.versions = versions
+        self.stale = False
+
+
+def _mark_stale(ref: weakref.ref, grad: torch.Tensor) -> None:
+    cached = ref()
+    if cached is not None:
+        cached.stale = True
+
+
+class DealFactor(nn.Module):
+    """The parametrization of one factor: ``weight ↦ Y'`` read from the shared :class:`DealBank`.
+
+    Args:
+        bank: the adapter's bank (a shared submodule of every factor's parametrization).
+        index: this factor's position in the bank.
+    """
+
+    def __init__(self, bank: DealBank, index: int) -> None:
+        super().__init__()
+        self.bank = bank
+        self.index = index
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        """Args: weight: the factor (the bank reads the same tensor). Returns: ``Y'``, same shape."""
+        return self.bank.factor(self.index)
+
+
+class DEAL(ContinualMethod):
+    """One PEFT LoRA (``default``) through all tasks; from task 2 on its factors are re-parametrised by
+    DEAL's retention filter and update MLP (identity at start), then materialised after the task."""
+
+    config_cls = DEALConfig
+    summary = "DEAL (paper): heat-kernel spectral retention + update MLP on LoRA factors, merged per task"
+    adapter = "default"
+
+    def __init__(self, config: DEALConfig) -> None:
+        super().__init__(config)
+        self.config: DEALConfig = config
+        self.factors: list[nn.Module] = []  # the parametrized factor Linears (lora_A / lora_B)
+        self.bank: DealBank | None = None
+        self._pen = {"retention": 0.0, "update": 0.0, "steps": 0}
+        self._last_pen: dict[str, torch.Tensor] = {}
+        self.history: list[dict[str, Any]] = []
+
+    # ---- set-up -------------------------------------------------------------------------------
+    def attach(self, model: nn.Module) -> nn.Module:
+        return add_lora(model, lora_config(self.config, model), self.adapter)
+
+    def _factor_modules(self, model: nn.Module) -> list[tuple[nn.Module, nn.Module, bool]]:
+        """(PEFT layer, factor Linear, rank_first) for every factor of the adapter."""
+        out = []
+        for _, layer in lora_layers(model):
+            if self.adapter in layer.lora_A:
+                out.append((layer, layer.lora_A[self.adapter], True))
+                out.append((layer, layer.lora_B[self.adapter], False))
+        return out
+
+    # ---- per task -----------------------------------------------------------------------------
+    def before_task(self, model: nn.Module, stage: Stage) -> nn.Module:
+        if stage.index == 0:  # task 1: plain LoRA (PEFT made A and B trainable)
+            return model
+        cfg = self.config
+        chosen = []
+        for layer, lin, rank_first in self._factor_modules(model):
+            lin.weight.requires_grad_(cfg.train_factors)
+            if rank_first or cfg.factors == "both":  # with factors=a, B stays a plain factor
+                chosen.append((layer, lin, rank_first))
+        self.bank = DealBank(
+            [(lin.weight, rank_first) for _, lin, rank_first in chosen],
+            cfg.r,
+            cfg.num_centres,
+            list(cfg.widths),
+            cfg.mlp_hidden or cfg.r,
+        )
+        for i, (_, lin, _) in enumerate(chosen):
+            parametrize.register_parametrization(lin, "weight", DealFactor(self.bank, i))
+            self.factors.append(lin)
+        self.bank.clear()  # registration evaluated the factors once; start training from a fresh graph
+        self._pen = {"retention": 0.0, "update": 0.0, "steps": 0}
+        return model
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        if self.bank is None:
+            return super().param_groups(model)
+        module_ids = {id(p) for p in self.bank.parameters()}
+        raw = [p for p in model.parameters() if p.requires_grad and id(p) not in module_ids]
+        mods = [p for p in self.bank.parameters() if p.requires_grad]
+        groups: list[dict[str, Any]] = []
+        if raw:
+            groups.append({"params": raw})
+        group: dict[str, Any] = {"params": mods}
+        if self.config.module_lr is not None:
+            group["lr"] = self.config.module_lr
+        groups.append(group)
+        return groups
+
+    # ---- per step -----------------------------------------------------------------------------
+    def penalty(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(λ1 ‖θ1‖_a^a, λ2 ‖θ2‖_b^b)`` summed over every wrapped factor; None before task 2."""
+        if self.bank is None:
+            return None
+        cfg = self.config
+        ret = sum(p.abs().pow(cfg.a).sum() for p in self.bank.retention_parameters())
+        upd = sum(p.abs().pow(cfg.b).sum() for p in self.bank.update_parameters())
+        return cfg.lambda1 * ret, cfg.lambda2 * upd
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor | None:
+        pen = self.penalty()
+        if pen is None or (self.config.lambda1 == 0 and self.config.lambda2 == 0):
+            return None
+        ret, upd = pen
+        # kept as tensors: converting here would force a device sync on every micro-batch
+        self._last_pen = {"retention": ret.detach(), "update": upd.detach()}
+        self._pen["retention"] += ret.detach()
+        self._pen["update"] += upd.detach()
+        self._pen["steps"] += 1
+        return ret + upd
+
+    # ---- after the task -----------------------------------------------------------------------
+    def after_task(self, model: nn.Module, stage: Stage) -> nn.Module:
+        """Materialise ``Y'`` into the plain LoRA weights (inference is then exactly plain LoRA)."""
+        if not self.factors:
+            return model
+        self.history.append(self._stage_stats(stage))
+        return self._unwrap(model, materialise=True)
+
+    def restore_task(self, model: nn.Module, stage: Stage) -> nn.Module:
+        """On resume: drop the modules ``before_task`` added (the checkpoint then sets the weights)."""
+        return self._unwrap(model, materialise=False) if self.factors else model
+
+    def _unwrap(self, model: nn.Module, materialise: bool) -> nn.Module:
+        for lin in self.factors:
+            parametrize.remove_parametrizations(lin, "weight", leave_parametrized=materialise)
+            if materialise:
+                # the materialised A' is a transposed view into its group's stacked output: give the weight
+                # its own contiguous storage, so it computes exactly like the saved (contiguous) adapter
+                with torch.no_grad():
+                    lin.weight.set_(lin.weight.detach().clone(memory_format=torch.contiguous_format))
+        for _, lin, _ in self._factor_modules(model):
+            lin.weight.requires_grad_(True)  # a plain, trainable PEFT LoRA again
+        if self.bank is not None:
+            self.bank.clear()
+        self.factors, self.bank = [], None
+        return model
+
+    def _stage_stats(self, stage: Stage) -> dict[str, Any]:
+        n = max(1, int(self._pen["steps"]))
+        assert self.bank is not None  # called while the modules are attached
+        groups = list(self.bank.groups)
+        with torch.no_grad():
+            kw = torch.cat([g.kernel_weight.detach().abs().flatten() for g in groups])
+            shift = torch.cat([g.centre_shift.detach().abs().flatten() for g in groups])
+            out_w = torch.cat([g.w2.detach().abs().flatten() for g in groups])
+        return {
+            "stage": stage.name,
+            "stage_index": stage.index,
+            "wrapped_factors": len(self.factors),
+            "retention_params": sum(p.numel() for p in self.bank.retention_parameters()),
+            "update_params": sum(p.numel() for p in self.bank.update_parameters()),
+            "penalty_retention_mean": float(self._pen["retention"]) / n,
+            "penalty_update_mean": float(self._pen["update"]) / n,
+            "penalty_retention_last": float(self._last_pen.get("retention", 0.0)),
+            "penalty_update_last": float(self._last_pen.get("update", 0.0)),
+            "kernel_weight_max_abs": float(kw.max()),
+            "centre_shift_max_abs": float(shift.max()),
+            "mlp_out_weight_max_abs": float(out_w.max()),
+        }
+
+    def save_task(self, model: nn.Module, stage: Stage, folder: Path) -> list[Path]:
+        # after_task already materialised Y': this is a plain PEFT LoRA
+        return [save_adapter(model, self.adapter, folder)]
+
+    def stats(self) -> dict[str, Any]:
+        return {"stages": list(self.history)}
+
+    # ---- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The per-stage statistics and the running penalty sums (the modules are model tensors)."""
+        return {**history_state(self.history), **tensor_state("pen", self._pen), **tensor_state("last", self._last_pen)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        assert self.ctx is not None  # setup() ran: the stage names come from the stream
+        self.history = history_from_state(state, self.stages(self.ctx.stream))
+        pen = from_tensor_state("pen", state)
+        if pen:
+            self._pen = {"retention": pen["retention"], "update": pen["update"], "steps": int(pen["steps"])}
+        self._last_pen = from_tensor_state("last", state)
+
+
+def tensor_state(prefix: str, values: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": torch.as_tensor(v).detach().clone().reshape(()) for k, v in values.items()}
+
+
+def from_tensor_state(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    return {k.split(".", 1)[1]: v.clone() for k, v in state.items() if k.startswith(prefix + ".")}
+
+
+def history_state(history: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Per-stage numbers as ``history.<i>.<key>`` float64 scalars (a state dict holds tensors only)."""
+    out = {}
+    for i, entry in enumerate(history):
+        for key, value in entry.items():
+            if key != "stage":
+                out[f"history.{i}.{key}"] = torch.tensor(float(value), dtype=torch.float64)
+        out[f"history.{i}.stage_index"] = torch.tensor(float(entry["stage_index"]), dtype=torch.float64)
+    return out
+
+
+def history_from_state(state: dict[str, torch.Tensor], stages: list[Stage]) -> list[dict[str, Any]]:
+    """Inverse of :func:`history_state`; stage names come from ``stages``, integer fields stay integers."""
+    rows: dict[int, dict[str, Any]] = {}
+    for key, value in state.items():
+        if key.startswith("history."):
+            _, i, field_name = key.split(".", 2)
+            rows.setdefault(int(i), {})[field_name] = value.item()
+    history = []
+    for i in sorted(rows):
+        row = rows[i]
+        idx = int(row["stage_index"])
+        entry: dict[str, Any] = {"stage": stages[idx].name}
+        for key, value in row.items():
+            entry[key] = int(value) if key in _INT_STATS else bool(value) if key in _BOOL_STATS else value
+        history.append(entry)
+    return history
+
+
+#: statistics that are counts (restored as int so results.json is identical after a resume)
+_INT_STATS = {"stage_index", "wrapped_factors", "retention_params", "update_params", "wrapped_modules"}
+_BOOL_STATS = {"regularizer_applied"}

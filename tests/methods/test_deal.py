@@ -1,0 +1,281 @@
+"""`deal` (the paper's method, made concrete): identity start, materialisation, regulariser, saving, configs."""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from torch import nn
+from torch.nn.utils import parametrize
+
+import clift
+from clift.adapters import lora_layers
+from clift.config import ModelConfig, RunConfig, TrainConfig, load_yaml
+from clift.data.collate import PromptEncoder, TrainCollator
+from clift.errors import ConfigError
+from clift.methods import ContinualMethod, MethodContext, Stage, build_method, build_method_config
+from clift.methods.deal import DealGroup
+from clift.models import load_model
+
+from ..conftest import fixture_stream, tiny_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Driven:
+    method: ContinualMethod
+    model: nn.Module
+    stages: list[Stage]
+    batches: list[dict[str, torch.Tensor]]  # one fixed batch per stage
+
+
+def drive(name: str, tmp_path: Path, model: str = "tiny-llama", lr: float = 5e-3, **options: Any) -> Driven:
+    """Build method ``name`` on ``model`` as the runner does (setup, attach, stages) plus a batch per task."""
+    torch.manual_seed(0)
+    loaded = load_model(ModelConfig(name=model))
+    stream = fixture_stream()
+    method = build_method(build_method_config({"name": name, **options}))
+    collate = TrainCollator(PromptEncoder(loaded.tokenizer, loaded.kind, 64, 8))
+    method.setup(
+        MethodContext(
+            kind=loaded.kind,
+            model_type=loaded.model.config.model_type,
+            tokenizer=loaded.tokenizer,
+            stream=stream,
+            run_dir=tmp_path,
+            train=TrainConfig(lr=lr),
+            seed=0,
+            device=torch.device("cpu"),
+            collate=collate,
+        )
+    )
+    m = method.attach(loaded.model)
+    batches = [collate([(t, ex) for ex in t.train[:4]]) for t in stream]
+    return Driven(method, m, method.stages(stream), batches)
+
+
+def train(d: Driven, stage: Stage, steps: int) -> list[float]:
+    """``before_task`` then ``steps`` optimizer steps on the stage's batch; returns the task losses."""
+    d.model = d.method.before_task(d.model, stage)
+    d.model.train()
+    opt = d.method.make_optimizer(d.method.param_groups(d.model))
+    losses = []
+    for _ in range(steps):
+        out = d.model(**d.batches[stage.index])
+        extra = d.method.loss(d.model, d.batches[stage.index], out)
+        (out.loss if extra is None else out.loss + extra).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(out.loss.item())
+    return losses
+
+
+def factor_weights(model: nn.Module, adapter: str = "default") -> dict[str, torch.Tensor]:
+    """The current (possibly parametrized) A and B weights of every LoRA layer, detached."""
+    out = {}
+    with torch.no_grad():
+        for name, layer in lora_layers(model):
+            out[f"{name}.A"] = layer.lora_A[adapter].weight.detach().clone()
+            out[f"{name}.B"] = layer.lora_B[adapter].weight.detach().clone()
+    return out
+
+
+@torch.no_grad()
+def logits(model: nn.Module, seed: int = 1) -> torch.Tensor:
+    """Eval-mode outputs on a fixed random input (decoder input for seq2seq models)."""
+    was = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 700, (2, 12), generator=g)
+    kw: dict[str, Any] = {"input_ids": ids}
+    if getattr(model.config, "is_encoder_decoder", False):
+        kw["decoder_input_ids"] = ids[:, :5]
+    out = model(**kw).logits
+    model.train(was)
+    return out
+
+
+def _perturb_modules(method) -> None:
+    """Give every DEAL module non-trivial parameters (as after training with a large lr)."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for grp in method.bank.groups:
+            grp.kernel_weight.copy_(torch.rand(grp.kernel_weight.shape, generator=g) - 0.5)
+            grp.centre_shift.copy_(0.2 * (torch.rand(grp.centre_shift.shape, generator=g) - 0.5))
+            grp.w2.copy_(0.3 * torch.randn(grp.w2.shape, generator=g))
+            grp.b2.copy_(0.05 * torch.randn(grp.b2.shape, generator=g))
+
+
+@pytest.mark.parametrize("factors", ["both", "a"])
+def test_identity_start_keeps_factors_and_outputs(tmp_path, factors):
+    d = drive("deal", tmp_path, factors=factors)
+    train(d, d.stages[0], 3)  # task 1: plain LoRA, B moves away from zero
+    d.method.after_task(d.model, d.stages[0])
+    before_w, before_out = factor_weights(d.model), logits(d.model)
+    assert any(v.abs().sum() > 0 for k, v in before_w.items() if k.endswith(".B"))
+
+    d.model = d.method.before_task(d.model, d.stages[1])
+    wrapped = d.method.factors
+    assert len(wrapped) == len(before_w) // (1 if factors == "both" else 2)
+    assert all(parametrize.is_parametrized(lin, "weight") for lin in wrapped)
+    after_w = factor_weights(d.model)
+    for key, w in before_w.items():
+        assert (after_w[key] - w).abs().max() <= 1e-6, key
+        assert torch.equal(after_w[key], w), key  # the correction form makes it exact, not just close
+    assert torch.allclose(logits(d.model), before_out, atol=1e-6)
+
+
+def test_each_factor_group_is_computed_once_per_forward(tmp_path, monkeypatch):
+    d = drive("deal", tmp_path)
+    d.model = d.method.before_task(d.model, d.stages[1])
+    calls = {"group": 0}
+    group_forward = DealGroup.forward
+
+    def count_group(self, m):
+        calls["group"] += 1
+        return group_forward(self, m)
+
+    monkeypatch.setattr(DealGroup, "forward", count_group)
+    d.model.eval()  # no dropout: two passes must give identical gradients
+    grads, passes = [], []
+    for _ in range(2):  # a second pass (gradient accumulation) recomputes the groups with a fresh graph
+        calls["group"] = 0
+        d.model(**d.batches[1]).loss.backward()
+        # PEFT reads lora_A.weight twice per call; the bank computes each group once per pass
+        assert calls["group"] == len(d.method.bank.groups) == 3  # A (64 in), B of q (64 out), B of v (32 out)
+        grads.append([p.grad.clone() for p in d.method.bank.parameters()])
+        passes.append(weakref.ref(d.method.bank._cache[0]))
+    # a replaced pass (and its graph) is freed at once: no reference cycle through the backward hook
+    assert passes[0]() is None and passes[1]() is not None
+    assert all(torch.allclose(2 * a, b, atol=1e-7) for a, b in zip(grads[0], grads[1], strict=True))
+    # after an optimizer-style in-place update the next read sees the new parameters
+    lin = d.method.factors[0]
+    with torch.no_grad():
+        d.method.bank.groups[0].b2.add_(1.0)
+        delta = lin.weight - lin.parametrizations.weight.original
+    assert torch.allclose(delta, torch.ones_like(delta), atol=1e-6)
+
+
+def test_materialised_lora_matches_parametrized_model_and_peft_merge(tmp_path):
+    d = drive("deal", tmp_path)
+    train(d, d.stages[0], 3)
+    d.method.after_task(d.model, d.stages[0])
+    prev = factor_weights(d.model)
+    d.model = d.method.before_task(d.model, d.stages[1])
+    _perturb_modules(d.method)
+    parametrized_out = logits(d.model)
+    changed = factor_weights(d.model)
+    assert all(not torch.allclose(changed[k], prev[k]) for k in prev)  # the modules really act
+
+    d.model = d.method.after_task(d.model, d.stages[1])
+    assert not any(parametrize.is_parametrized(m) for _, layer in lora_layers(d.model) for m in layer.modules())
+    assert type(lora_layers(d.model)[0][1].lora_A["default"]) is torch.nn.Linear  # plain LoRA again
+    for key, w in factor_weights(d.model).items():
+        assert torch.allclose(w, changed[key], atol=1e-6)
+    assert all(lin.weight.is_contiguous() for _, layer in lora_layers(d.model) for lin in (layer.lora_A["default"],))
+    assert torch.allclose(logits(d.model), parametrized_out, atol=1e-5)
+    merged = copy.deepcopy(d.model).merge_and_unload()
+    assert torch.allclose(logits(merged), parametrized_out, atol=1e-5)
+
+
+def test_regulariser_gives_theta1_and_theta2_their_gradients(tmp_path):
+    d = drive("deal", tmp_path, lambda1=0.5, lambda2=0.1, a=4.0, b=2.0)
+    d.model = d.method.before_task(d.model, d.stages[1])
+    _perturb_modules(d.method)
+    penalty = d.method.loss(d.model, d.batches[1], None)
+    assert penalty is not None and penalty.item() > 0
+    penalty.backward()
+    bank = d.method.bank
+    for p in bank.retention_parameters():  # d/dθ λ1 Σ|θ|^a = λ1 a |θ|^(a-1) sign θ
+        expect = 0.5 * 4.0 * p.detach().abs() ** 3 * p.detach().sign()
+        assert p.grad is not None and p.grad.abs().sum() > 0
+        assert torch.allclose(p.grad, expect, rtol=1e-5, atol=1e-10)
+    for p in bank.update_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0
+        assert torch.allclose(p.grad, 0.1 * 2.0 * p.detach(), rtol=1e-5, atol=1e-10)
+    stats = d.method._stage_stats(d.stages[1])
+    assert stats["penalty_retention_last"] > 0 and stats["penalty_update_last"] > 0
+
+
+def test_a_smaller_than_b_is_rejected_with_the_fix():
+    with pytest.raises(ConfigError, match=r"a must be >= b .*got a=1\.0, b=2\.0; raise a or lower b"):
+        build_method_config({"name": "deal", "a": 1, "b": 2})
+    with pytest.raises(ConfigError) as err:
+        build_method_config({"name": "deal", "lambda1": -1, "widths": [], "num_centres": 0, "b": 0.5})
+    msg = str(err.value)
+    assert "lambda1 must be >= 0" in msg and "widths must be a non-empty list" in msg
+    assert "num_centres must be >= 1" in msg and "b must be >= 1" in msg
+
+
+@pytest.mark.parametrize("train_factors", [True, False])
+def test_what_trains_in_later_tasks(tmp_path, train_factors):
+    d = drive("deal", tmp_path, train_factors=train_factors, factors="a")
+    train(d, d.stages[0], 2)
+    d.method.after_task(d.model, d.stages[0])
+    prev = factor_weights(d.model)
+    losses = train(d, d.stages[1], 12)
+    assert losses[-1] < losses[0]  # the second task is learnt
+    for grp in d.method.bank.groups:
+        assert grp.kernel_weight.abs().sum() > 0 and grp.w2.abs().sum() > 0  # θ1 and θ2 train
+    for lin, (name, layer) in zip(d.method.factors, lora_layers(d.model), strict=True):
+        raw = lin.parametrizations.weight.original
+        assert torch.equal(raw, prev[f"{name}.A"]) != train_factors
+        assert not parametrize.is_parametrized(layer.lora_B["default"])  # factors="a": B stays plain
+        assert torch.equal(layer.lora_B["default"].weight, prev[f"{name}.B"]) != train_factors
+
+
+@pytest.mark.parametrize("model_name", ["tiny-llama", "tiny-t5"])
+def test_saved_adapters_are_plain_peft_loras_that_reproduce_the_model(tmp_path, model_name):
+    res = clift.run(tiny_config(tmp_path, model=model_name, method="deal"), stream=fixture_stream())
+    stats = res.results["method_stats"]["stages"]
+    assert [s["stage"] for s in stats] == ["toytopic", "toynli"]
+    assert all(s["penalty_update_mean"] > 0 for s in stats)
+    saved = res.run_dir / "adapters" / "2-toynli"
+    keys = load_file(str(saved / "adapter_model.safetensors")).keys()
+    assert keys and all(k.endswith(("lora_A.weight", "lora_B.weight")) for k in keys)
+    loaded = PeftModel.from_pretrained(load_model(ModelConfig(name=model_name)).model, str(saved))
+    assert torch.allclose(logits(loaded), logits(res.model), atol=1e-5)
+
+
+def test_presets_and_paper_configs():
+    t5 = build_method_config({"name": "deal", "preset": "t5-large"})
+    assert (t5.r, t5.alpha, t5.dropout, t5.target_modules) == (16, 32.0, 0.1, ["q", "v"])
+    llama = build_method_config({"name": "deal_code", "preset": "llama-3.1-8b", "r": 8})
+    assert (llama.r, llama.target_modules) == (8, ["q_proj", "v_proj"])  # user keys win over the preset
+    paper = sorted((REPO / "configs" / "papers").glob("deal-*.yaml"))
+    ablations = sorted((REPO / "configs" / "ablations").glob("deal-*.yaml"))
+    assert len(paper) == 2 and len(ablations) >= 2
+    for path in paper + ablations:
+        cfg = RunConfig.from_dict(load_yaml(path))
+        assert cfg.method.method_name() in ("deal", "deal_code"), path
+    t5_run = RunConfig.from_dict(load_yaml(REPO / "configs" / "papers" / "deal-t5-standard.yaml"))
+    assert t5_run.train.lr == pytest.approx(1e-5) and t5_run.method.r == 16
+    assert t5_run.model.name == "google/flan-t5-large" and t5_run.data.max_source_length == 512
+
+
+@pytest.mark.parametrize("method", ["deal", "deal_code"])
+def test_resume_mid_task_three_equals_uninterrupted(tmp_path, monkeypatch, method):
+    # stage 1 completed with modules (replayed through before_task + restore_task), crash inside stage 2
+    # with modules active: the resumed run must end exactly where the uninterrupted one does
+    from ..test_resume import _crash_at, _stable
+
+    sections = {"train": {"max_steps": 4, "checkpoint_every": 2, "lr": 2e-3}}
+    reference = clift.run(tiny_config(tmp_path / "ref", method=method, **sections), stream=fixture_stream())
+    cfg = tiny_config(tmp_path / "crash", method=method, **sections)
+    _crash_at(monkeypatch, stage_index=2, step=3)
+    with pytest.raises(RuntimeError, match="injected"):
+        clift.run(cfg, stream=fixture_stream())
+    resumed = clift.run(cfg, stream=fixture_stream())
+    assert resumed.results["resumes"] == [{"stage": 2, "step": 2}]
+    assert _stable(resumed.results) == _stable(reference.results)
+    ref_params = dict(reference.model.named_parameters())
+    for name, p in resumed.model.named_parameters():
+        assert torch.equal(p, ref_params[name]), name
