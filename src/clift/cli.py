@@ -193,6 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("transformers", "accelerate", "peft"):
         logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.ERROR)
     if not args.verbose:
+        import warnings
+
+        # a transformers 5 deprecation raised inside PEFT: nothing a clift user can act on
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # weight-loading bars; clift shows its own progress

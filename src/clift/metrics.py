@@ -60,9 +60,7 @@ def forward_transfer(R: ArrayLike, b: Sequence[float] | np.ndarray) -> float | N
         return None
     base = np.asarray(b, dtype=np.float64)
     if base.shape != (m.shape[1],):
-        raise ValueError(
-            f"the zero-shot row must have {m.shape[1]} entries (one per task), got shape {base.shape}."
-        )
+        raise ValueError(f"the zero-shot row must have {m.shape[1]} entries (one per task), got shape {base.shape}.")
     t = m.shape[0]
     return float(np.mean([m[j - 1, j] - base[j] for j in range(1, t)]))
 

@@ -68,9 +68,7 @@ def _finish_tokenizer(tok: Any) -> Any:
         # masks and builds label masks from lengths, never from pad ids.
         tok.pad_token = tok.eos_token
     if tok.eos_token is None:
-        raise ModelLoadError(
-            "the tokenizer has no EOS token; clift needs one to end answers. Use another tokenizer."
-        )
+        raise ModelLoadError("the tokenizer has no EOS token; clift needs one to end answers. Use another tokenizer.")
     return tok
 
 
@@ -303,9 +301,7 @@ MODELS.register(
 )
 MODELS.register(
     "tiny-llama",
-    ModelAlias(
-        "tiny-llama", "random 2-layer LLaMA (d=64) with clift's tiny tokenizer, for tests", _tiny_llama
-    ),
+    ModelAlias("tiny-llama", "random 2-layer LLaMA (d=64) with clift's tiny tokenizer, for tests", _tiny_llama),
 )
 MODELS.register(
     "tiny-t5",

@@ -46,9 +46,7 @@ def git_sha() -> dict[str, Any]:
     """The commit of the clift source tree (if it is a git checkout) and whether it had local changes."""
     here = Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
-        )
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return {"sha": None, "dirty": None}
         dirty = subprocess.run(
@@ -103,10 +101,7 @@ def format_matrix(results: dict[str, Any]) -> str:
     R: list[list[float]] = results["matrix"]
     width = max(8, *(len(t) for t in tasks)) + 1
     label_w = max(16, *(len(s) + 8 for s in stages))
-    lines = [
-        "accuracy (%) — rows: after training stage, columns: evaluated task; "
-        f"eval mode: {results['eval_mode']}"
-    ]
+    lines = [f"accuracy (%) — rows: after training stage, columns: evaluated task; eval mode: {results['eval_mode']}"]
     lines.append("".ljust(label_w) + "".join(t.rjust(width) for t in tasks))
     if results.get("zero_shot") is not None:
         lines.append("zero-shot".ljust(label_w) + "".join(_fmt(v).rjust(width) for v in results["zero_shot"]))

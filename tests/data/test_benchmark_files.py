@@ -127,9 +127,7 @@ def test_catalog_defines_the_15_tasks_once():
     assert cat.tasks["COPA"].show_options is False and cat.tasks["COPA"].instruction == ""
     assert cat.tasks["agnews"].labels == ("World", "Sports", "Business", "Science or Technology")
     assert cat.tasks["WiC"].labels == ("True", "False") and cat.tasks["QQP"].labels == ("False", "True")
-    assert cat.tasks["MNLI"].instruction.startswith(
-        'What is the logical relationship between the "sentence 1"'
-    )
+    assert cat.tasks["MNLI"].instruction.startswith('What is the logical relationship between the "sentence 1"')
     for spec in cat.tasks.values():
         assert spec.instruction == "" or spec.instruction.endswith("\n")
     # benchmark files reference the catalog instead of repeating definitions
@@ -154,23 +152,17 @@ def test_unknown_benchmark_suggests_near_matches():
 
 
 def test_unknown_order_lists_the_orders():
-    with pytest.raises(
-        ConfigError, match=r"unknown order '1' for benchmark 'long'.*Available orders: o4, o5, o6"
-    ):
+    with pytest.raises(ConfigError, match=r"unknown order '1' for benchmark 'long'.*Available orders: o4, o5, o6"):
         load_stream(DataConfig(benchmark="long", order="1"))
 
 
 def test_unknown_task_suggests_near_matches():
-    with pytest.raises(
-        ConfigError, match=r"unknown task 'mnli'.*Did you mean 'MNLI'.*dbpedia, amazon, MNLI, agnews"
-    ):
+    with pytest.raises(ConfigError, match=r"unknown task 'mnli'.*Did you mean 'MNLI'.*dbpedia, amazon, MNLI, agnews"):
         load_stream(DataConfig(benchmark="standard-proxy", tasks=["amazon", "mnli"]))
 
 
 def test_explicit_task_list_replaces_the_order():
-    stream = load_stream(
-        DataConfig(benchmark="standard-proxy", tasks=["agnews", "MNLI"], train_per_task=4), 0
-    )
+    stream = load_stream(DataConfig(benchmark="standard-proxy", tasks=["agnews", "MNLI"], train_per_task=4), 0)
     assert stream.task_names == ["agnews", "MNLI"]
     assert stream.name == "standard-proxy/tasks=agnews,MNLI"
 
@@ -234,8 +226,6 @@ def test_benchmark_file_problems_are_reported_together(tmp_path):
 def test_a_benchmark_file_can_be_given_by_path(tmp_path):
     (tmp_path / "tasks.yaml").write_text((BENCHMARK_DIR / "tasks.yaml").read_text())
     mine = tmp_path / "mine.yaml"
-    mine.write_text(
-        "kind: benchmark\nname: mine\ninclude: tasks.yaml\ntasks: [SST-2, CB]\norders: {o1: [CB, SST-2]}\n"
-    )
+    mine.write_text("kind: benchmark\nname: mine\ninclude: tasks.yaml\ntasks: [SST-2, CB]\norders: {o1: [CB, SST-2]}\n")
     stream = load_stream(DataConfig(benchmark=str(mine), test_per_task=5), 0)
     assert stream.name == "mine/o1" and stream.task_names == ["CB", "SST-2"]

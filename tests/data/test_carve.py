@@ -13,9 +13,7 @@ from clift.errors import DataError
 
 
 def pool(counts: dict[str, int], tag: str = "x") -> list[Example]:
-    return [
-        Example(f"{tag} {lab} {i}", lab, f"{tag}#{lab}{i}") for lab, n in counts.items() for i in range(n)
-    ]
+    return [Example(f"{tag} {lab} {i}", lab, f"{tag}#{lab}{i}") for lab, n in counts.items() for i in range(n)]
 
 
 def test_a_carve_keeps_each_labels_share_so_rare_classes_stay_in_train():
@@ -46,23 +44,15 @@ def test_caps_and_missing_splits():
 
 def test_splits_are_disjoint_even_when_the_pools_repeat_texts():
     train = pool({"a": 40, "b": 40})
-    train += [
-        Example(ex.sentence.upper(), ex.label, ex.id + "-copy") for ex in train[:30]
-    ]  # normalised copies
+    train += [Example(ex.sentence.upper(), ex.label, ex.id + "-copy") for ex in train[:30]]  # normalised copies
     test = [Example(train[5].sentence, "a", "t#1"), *pool({"a": 5, "b": 5}, "test")]
     for res in (carve_splits("t", train, None), carve_splits("t", train, test)):
         keys = {s: {normalize_text(ex.sentence) for ex in res.split(s)} for s in ("train", "dev", "test")}
-        assert (
-            not keys["train"] & keys["dev"]
-            and not keys["train"] & keys["test"]
-            and not keys["dev"] & keys["test"]
-        )
+        assert not keys["train"] & keys["dev"] and not keys["train"] & keys["test"] and not keys["dev"] & keys["test"]
 
 
 def test_too_small_or_absent_pools_are_errors():
     with pytest.raises(DataError, match="neither a train nor a test file"):
         carve_splits("t", None, None)
-    with pytest.raises(
-        DataError, match=r"task 't': train.json has 3 usable examples, too few to carve a test split"
-    ):
+    with pytest.raises(DataError, match=r"task 't': train.json has 3 usable examples, too few to carve a test split"):
         carve_splits("t", pool({"a": 3}), None)

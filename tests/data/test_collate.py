@@ -41,9 +41,7 @@ def test_eos_as_pad_does_not_mask_the_answer_eos(tok):
     tok2 = tiny_tokenizer()
     tok2.pad_token = tok2.eos_token
     enc = PromptEncoder(tok2, "causal", 256, 16)
-    batch = TrainCollator(enc)(
-        [(TASK, Example("a", "Sports")), (TASK, Example("a much longer sentence", "Sports"))]
-    )
+    batch = TrainCollator(enc)([(TASK, Example("a", "Sports")), (TASK, Example("a much longer sentence", "Sports"))])
     assert (batch["labels"] == tok2.eos_token_id).sum() == 2
 
 
@@ -64,9 +62,7 @@ def test_too_short_limit_is_a_config_error(tok):
 
 def test_generation_batches_are_left_padded_for_causal(tok):
     enc = PromptEncoder(tok, "causal", 256, 16)
-    batch = GenerationCollator(enc)(
-        [(TASK, Example("a", "Sports")), (TASK, Example("a b c d e f g", "Sports"))]
-    )
+    batch = GenerationCollator(enc)([(TASK, Example("a", "Sports")), (TASK, Example("a b c d e f g", "Sports"))])
     assert batch["attention_mask"][0, 0] == 0 and batch["attention_mask"][0, -1] == 1
     assert batch["input_ids"][0, 0] == tok.pad_token_id
 
@@ -75,8 +71,6 @@ def test_seq2seq_batches(tok):
     enc = PromptEncoder(tok, "seq2seq", 256, 16)
     batch = TrainCollator(enc)([(TASK, Example("a", "Business")), (TASK, Example("b", "Sports"))])
     assert batch["labels"][0].tolist()[: len(enc.target_ids("Business"))] == enc.target_ids("Business")
-    assert torch.equal(
-        batch["input_ids"][0, : len(enc.prompt_ids(TASK, "a"))], torch.tensor(enc.prompt_ids(TASK, "a"))
-    )
+    assert torch.equal(batch["input_ids"][0, : len(enc.prompt_ids(TASK, "a"))], torch.tensor(enc.prompt_ids(TASK, "a")))
     gen = GenerationCollator(enc)([(TASK, Example("a", "Sports")), (TASK, Example("a b c d e", "Sports"))])
     assert gen["attention_mask"][0, 0] == 1  # encoder inputs are right padded

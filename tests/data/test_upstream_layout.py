@@ -18,9 +18,7 @@ FIXTURE = DATA_PACKAGE_DIR / "fixtures" / "cl_fixture"
 
 def _rows(task: str, n: int, tag: str) -> list[dict[str, str]]:
     labels = task_catalog().tasks[task].labels
-    return [
-        {"sentence": f"{task} {tag} sentence number {i}", "label": labels[i % len(labels)]} for i in range(n)
-    ]
+    return [{"sentence": f"{task} {tag} sentence number {i}", "label": labels[i % len(labels)]} for i in range(n)]
 
 
 def _write(folder: Path, name: str, rows) -> None:
@@ -123,9 +121,7 @@ def test_a_malformed_upstream_record_is_reported_with_file_and_line(upstream):
 
 def test_fixture_in_a_temporary_folder_loads_like_the_shipped_one(tmp_path):
     shutil.copytree(FIXTURE, tmp_path / "fx")
-    ours = load_stream(
-        DataConfig(benchmark="fixture", data_dir=str(tmp_path / "fx"), train_per_task=16), seed=4
-    )
+    ours = load_stream(DataConfig(benchmark="fixture", data_dir=str(tmp_path / "fx"), train_per_task=16), seed=4)
     shipped = load_stream(DataConfig(benchmark="fixture", train_per_task=16), seed=4)
     for a, b in zip(ours, shipped, strict=True):
         for s in ("train", "dev", "test"):

@@ -72,9 +72,7 @@ def test_declared_family_labels_and_budgets(tmp_path):
     stream = load_stream(DataConfig(stream=str(path), train_per_task=10, test_per_task=4), seed=3)
     task = stream[0]
     assert task.family == "SC" and task.labels == ("positive", "negative")
-    assert (
-        task.instruction == "What is the sentiment of the following paragraph? Choose one from the option.\n"
-    )
+    assert task.instruction == "What is the sentiment of the following paragraph? Choose one from the option.\n"
     assert (len(task.train), len(task.test)) == (10, 4)
 
 
@@ -124,9 +122,7 @@ def test_missing_field_json_list_names_line_and_record(tmp_path):
     rows[2] = {"txt": "oops", "label": "positive"}
     write_rows(tmp_path / "train.json", rows)
     # indent=1: "[" on line 1, then four lines per record, so record 3 starts on line 10
-    with pytest.raises(
-        DataError, match=r"train\.json:10 \(record 3\): missing field 'text' \(fields present: txt"
-    ):
+    with pytest.raises(DataError, match=r"train\.json:10 \(record 3\): missing field 'text' \(fields present: txt"):
         _load(path)
 
 
@@ -239,9 +235,7 @@ def test_overlap_above_threshold_is_an_error_naming_test_lines(tmp_path):
     train = review_rows(40, "train")
     test[2]["text"], test[5]["text"] = train[0]["text"].upper(), train[1]["text"]  # normalised match
     write_rows(tmp_path / "test.jsonl", test)
-    with pytest.raises(
-        DataError, match=r"test\.jsonl: 2 of 12 test examples \(16\.7%\).*test lines 3, 6.*0\.05"
-    ):
+    with pytest.raises(DataError, match=r"test\.jsonl: 2 of 12 test examples \(16\.7%\).*test lines 3, 6.*0\.05"):
         _load(path)
 
 
@@ -273,9 +267,7 @@ def test_threshold_zero_refuses_any_overlap(tmp_path):
 
 def test_unknown_keys_list_the_allowed_keys(tmp_path):
     path = write_stream(tmp_path, "jsonl", lables=["a"])
-    with pytest.raises(
-        DataError, match=r"stream\.yaml:\d+ \(task 1\): unknown key 'lables'\. Did you mean 'labels'\?"
-    ):
+    with pytest.raises(DataError, match=r"stream\.yaml:\d+ \(task 1\): unknown key 'lables'\. Did you mean 'labels'\?"):
         _load(path)
     data = json.loads(path.read_text())
     data["tasks"][0].pop("lables")
@@ -288,8 +280,7 @@ def test_unknown_keys_list_the_allowed_keys(tmp_path):
 def test_yaml_task_line_numbers_and_missing_files(tmp_path):
     write_rows(tmp_path / "t.jsonl", review_rows(10, "train"))
     (tmp_path / "s.yaml").write_text(
-        "name: s\ntasks:\n  - name: ok\n    train: t.jsonl\n    text_field: text\n"
-        "  - name: bad\n    train: nope.csv\n"
+        "name: s\ntasks:\n  - name: ok\n    train: t.jsonl\n    text_field: text\n  - name: bad\n    train: nope.csv\n"
     )
     with pytest.raises(DataError, match=r"s\.yaml:6 \(task 2\): train file .*nope\.csv' does not exist"):
         _load(tmp_path / "s.yaml")

@@ -75,9 +75,7 @@ def test_per_task_leaves_earlier_adapters_bit_identical(tmp_path):
         saved = load_file(str(res.run_dir / "adapters" / f"{i}-{name}" / "adapter_model.safetensors"))
         final = adapter_parameters(res.model, adapter_name(i))
         assert len(saved) == len(final) > 0
-        by_suffix = {
-            k.split("base_model.model.")[-1].replace(f".{adapter_name(i)}", ""): v for k, v in final.items()
-        }
+        by_suffix = {k.split("base_model.model.")[-1].replace(f".{adapter_name(i)}", ""): v for k, v in final.items()}
         for key, tensor in saved.items():
             short = key.split("base_model.model.")[-1]
             assert torch.equal(tensor, by_suffix[short].detach().cpu()), key
@@ -143,9 +141,7 @@ def test_inc_lora_keeps_old_adapters_bit_identical_and_all_active(tmp_path):
             k.split("base_model.model.")[-1].replace(f".{adapter_name(i)}", ""): v
             for k, v in adapter_parameters(model, adapter_name(i)).items()
         }
-        assert saved and all(
-            torch.equal(t, final[k.split("base_model.model.")[-1]]) for k, t in saved.items()
-        )
+        assert saved and all(torch.equal(t, final[k.split("base_model.model.")[-1]]) for k, t in saved.items())
     # no task id: one model, and it differs from any single adapter alone
     model.eval()
     ids = torch.randint(5, 700, (2, 10))

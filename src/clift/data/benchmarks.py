@@ -181,11 +181,7 @@ class BenchmarkSpec:
 
 def _unknown_task_message(name: str, bench: str, known: Sequence[str]) -> str:
     lower = {k.lower(): k for k in known}
-    close = (
-        [lower[name.lower()]]
-        if name.lower() in lower
-        else difflib.get_close_matches(name, known, n=2, cutoff=0.5)
-    )
+    close = [lower[name.lower()]] if name.lower() in lower else difflib.get_close_matches(name, known, n=2, cutoff=0.5)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     return f"data.tasks: unknown task {name!r} in benchmark {bench!r}.{hint} Its tasks: {', '.join(known)}."
 
@@ -389,8 +385,7 @@ def load_benchmark_file(path: str | Path) -> BenchmarkSpec:
         unknown = [s for s in seq if s not in specs]
         if unknown:
             problems.append(
-                f"{p}: order {oname!r} names unknown task(s) {unknown}; "
-                f"the benchmark's tasks: {', '.join(specs)}."
+                f"{p}: order {oname!r} names unknown task(s) {unknown}; the benchmark's tasks: {', '.join(specs)}."
             )
         dup = sorted({s for s in seq if seq.count(s) > 1})
         if dup:
@@ -401,9 +396,7 @@ def load_benchmark_file(path: str | Path) -> BenchmarkSpec:
     if isinstance(source, Mapping) and isinstance(source.get("folder"), str) and set(source) == {"folder"}:
         source_folder = (p.parent / source["folder"]).resolve()
     elif source != "pack":
-        problems.append(
-            f"{p}: 'source' must be 'pack' or {{folder: <path relative to this file>}}, got {source!r}."
-        )
+        problems.append(f"{p}: 'source' must be 'pack' or {{folder: <path relative to this file>}}, got {source!r}.")
     try:
         version = int(data.get("version", 1))
     except (TypeError, ValueError):
@@ -594,14 +587,10 @@ def _file_key(path: Path) -> tuple[str, int, int] | None:
     return str(path), st.st_mtime_ns, st.st_size
 
 
-def read_task_file(
-    path: Path, spec: TaskSpec, problems: RecordProblems
-) -> tuple[list[Example], dict[str, int]]:
+def read_task_file(path: Path, spec: TaskSpec, problems: RecordProblems) -> tuple[list[Example], dict[str, int]]:
     """Validated, de-duplicated examples of one upstream file, and what was dropped."""
     records = read_records(path, problems=problems)
-    examples, dropped = records_to_examples(
-        records, spec.labels, problems, path.name, skip_unknown_labels=True
-    )
+    examples, dropped = records_to_examples(records, spec.labels, problems, path.name, skip_unknown_labels=True)
     examples, n_dup = dedupe(examples)
     dropped["duplicates_within_file"] = n_dup
     return examples, dropped
@@ -662,9 +651,7 @@ def _effective_seed(data: DataConfig, seed: int | None) -> int:
     return 0 if seed is None else seed
 
 
-def apply_budgets(
-    spec: TaskSpec, splits: Mapping[str, Sequence[Example]], data: DataConfig, seed: int
-) -> Task:
+def apply_budgets(spec: TaskSpec, splits: Mapping[str, Sequence[Example]], data: DataConfig, seed: int) -> Task:
     """The task with each split cut to its budget: ``subsample(examples, n, seed, key=f"{task}/{split}")``."""
     budget = {"train": data.train_per_task, "dev": data.dev_per_task, "test": data.test_per_task}
     chosen = {s: subsample(splits[s], budget[s], seed, key=f"{spec.name}/{s}") for s in SPLITS}
@@ -818,9 +805,7 @@ def format_benchmarks_table(data_dir: str | Path | None = None) -> str:
             status = f"data: {info.source}, available"
         else:
             status = f"data: {info.source}, MISSING {', '.join(info.missing)}"
-        lines.append(
-            f"{info.name:<{width}}  {len(info.tasks):>2} tasks  {len(info.orders)} order(s)  {status}"
-        )
+        lines.append(f"{info.name:<{width}}  {len(info.tasks):>2} tasks  {len(info.orders)} order(s)  {status}")
         if info.description:
             lines.append(f"{'':<{width}}  {info.description}")
         for oname, seq in info.orders.items():
@@ -837,9 +822,7 @@ def format_benchmarks_table(data_dir: str | Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def data_provenance(
-    data: DataConfig, seed: int | None = None, stream: Stream | None = None
-) -> dict[str, Any]:
+def data_provenance(data: DataConfig, seed: int | None = None, stream: Stream | None = None) -> dict[str, Any]:
     """Where a run's data came from, for ``results.json``.
 
     Args:

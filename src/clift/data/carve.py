@@ -95,9 +95,7 @@ class CarveResult:
         return getattr(self, name)
 
 
-def stratified_take(
-    pool: Sequence[Example], n: int, seed: int, key: str
-) -> tuple[list[Example], list[Example]]:
+def stratified_take(pool: Sequence[Example], n: int, seed: int, key: str) -> tuple[list[Example], list[Example]]:
     """Carve ``n`` examples out of ``pool``, keeping each label's share on both sides.
 
     A carve keeps its remainder (unlike a cap, which discards it), so it must not drain a rare

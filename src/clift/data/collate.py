@@ -83,9 +83,7 @@ class PromptEncoder:
 
     def max_label_tokens(self, task: Task) -> int:
         """Longest answer of ``task`` in tokens (eos included)."""
-        return (
-            max(len(self.target_ids(lab)) for lab in task.labels) if task.labels else self.max_target_length
-        )
+        return max(len(self.target_ids(lab)) for lab in task.labels) if task.labels else self.max_target_length
 
 
 def _pad(rows: Sequence[Sequence[int]], value: int, left: bool) -> torch.Tensor:

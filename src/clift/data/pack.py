@@ -101,14 +101,10 @@ def _read_task_file(key: tuple[str, int, int]) -> dict[str, tuple[Example, ...]]
                 row = json.loads(line)
                 split = row.get("split")
                 if split not in out:
-                    raise DataError(
-                        f"{path}:{n}: unknown split {split!r} in the data pack; rebuild the pack."
-                    )
+                    raise DataError(f"{path}:{n}: unknown split {split!r} in the data pack; rebuild the pack.")
                 out[split].append(Example(sentence=row["sentence"], label=row["label"], id=row.get("id", "")))
     except (OSError, EOFError, json.JSONDecodeError, KeyError) as err:
-        raise DataError(
-            f"data pack file {path!r} is corrupt ({err}); rebuild it with scripts/build_pack.py."
-        ) from None
+        raise DataError(f"data pack file {path!r} is corrupt ({err}); rebuild it with scripts/build_pack.py.") from None
     # tuples so the cached value cannot be mutated by a caller
     return {s: tuple(v) for s, v in out.items()}
 

@@ -293,9 +293,7 @@ def _make_record(
     return Record(obj[text_field], obj[label_field], path, line, index, tuple(map(str, obj)))
 
 
-def _read_csv(
-    text: str, path: str, text_field: str, label_field: str, problems: RecordProblems
-) -> list[Record]:
+def _read_csv(text: str, path: str, text_field: str, label_field: str, problems: RecordProblems) -> list[Record]:
     # newline="" semantics: hand the csv module the raw text so quoted newlines stay inside fields
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
@@ -303,9 +301,7 @@ def _read_csv(
     except csv.Error as err:
         raise DataError(f"{path}:{reader.line_num}: malformed CSV header: {err}; fix the file.") from None
     if header is None:
-        raise DataError(
-            f"{path}:1: empty CSV file; a header row naming {text_field!r} and {label_field!r} is needed."
-        )
+        raise DataError(f"{path}:1: empty CSV file; a header row naming {text_field!r} and {label_field!r} is needed.")
     header = [h.strip() for h in header]
     missing = [f for f in (text_field, label_field) if f not in header]
     if missing:
@@ -324,9 +320,7 @@ def _read_csv(
         except StopIteration:
             break
         except csv.Error as err:
-            raise DataError(
-                f"{path}:{start}: malformed CSV row: {err}; fix the quoting of this row."
-            ) from None
+            raise DataError(f"{path}:{start}: malformed CSV row: {err}; fix the quoting of this row.") from None
         prev_end = reader.line_num
         if not row or all(not c.strip() for c in row):
             continue  # blank lines are not records

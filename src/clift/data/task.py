@@ -80,9 +80,7 @@ class Stream:
         names = [t.name for t in self.tasks]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(
-                f"stream {self.name!r} lists task(s) {dup} more than once; each task may appear once."
-            )
+            raise ValueError(f"stream {self.name!r} lists task(s) {dup} more than once; each task may appear once.")
         if not self.tasks:
             raise ValueError(f"stream {self.name!r} has no tasks.")
 

@@ -165,9 +165,7 @@ def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
     if data is None:
         raise DataError(f"{path}: the stream file is empty; it needs 'tasks:' (see docs/data.md).")
     if not isinstance(data, Mapping):
-        raise DataError(
-            f"{path}: a user stream must be a mapping with 'name' and 'tasks', got {type(data).__name__}."
-        )
+        raise DataError(f"{path}: a user stream must be a mapping with 'name' and 'tasks', got {type(data).__name__}.")
     problems: list[str] = []
     _check_keys(str(path), data, STREAM_KEYS, problems)
     name = str(data.get("name") or path.stem)
@@ -234,9 +232,7 @@ def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
     if problems:
         if len(problems) == 1:  # the problem already names the file
             raise DataError(problems[0])
-        raise DataError(
-            f"user stream {path}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
-        )
+        raise DataError(f"user stream {path}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
     return name, entries
 
 
@@ -341,9 +337,7 @@ def _read_user_stream(path: Path, keys: tuple[Any, ...]) -> UserStream:
         stream.files[spec.name] = {s: str(fp) for s, fp in entry.files.items()}
         train, dev, test = (split_examples.get(s) for s in SPLITS)
         if test is not None:
-            _check_overlap(
-                entry, train or [], dev or [], test, split_lines.get("test", {}), overlap_problems, stream
-            )
+            _check_overlap(entry, train or [], dev or [], test, split_lines.get("test", {}), overlap_problems, stream)
         names = {s: entry.files[s].name if s in entry.files else s for s in SPLITS}
         result = carve_splits(
             spec.name,

@@ -1,0 +1,302 @@
+"""The comparison suite: aggregation of hand-made results, reuse, conflicts, validation, CLI, a real run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from clift.errors import ConfigError, ResumeError, TrainingError
+from clift.methods import METHODS
+from clift.suite import add_compare_parser, aggregate, format_table, load_suite, order_dir, run_suite
+
+TABLE_HEAD = [
+    "| method | runs | AA | BWT | FWT | forgetting | wall time (s) | peak memory (MB) |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
+]
+
+
+def fake_results(
+    method: str,
+    metrics: dict[str, float | None],
+    *,
+    order: str = "o1",
+    seed: int = 1,
+    total: float = 100.0,
+    peaks: tuple[float, ...] = (1000.0,),
+    zero_shot: list[float] | None = None,
+    needs_task_id: bool = False,
+    config: dict[str, Any] | None = None,
+    status: str = "complete",
+) -> dict[str, Any]:
+    """A hand-made results.json with only the fields the suite reads."""
+    return {
+        "status": status,
+        "run": {
+            "name": f"{method}-{order}-s{seed}",
+            "method": method,
+            "model": "tiny-llama",
+            "stream": f"fixture/{order}",
+            "seed": seed,
+            "needs_task_id": needs_task_id,
+        },
+        "zero_shot": zero_shot,
+        "metrics": {"aa": None, "bwt": None, "fwt": None, "forgetting": None, **metrics},
+        "timings": {"stages": [{"peak_memory_mb": p} for p in peaks], "total_seconds": total},
+        "config": config or {},
+    }
+
+
+def hand_made_set() -> tuple[list[dict[str, Any]], list[str]]:
+    results = [
+        fake_results(
+            "seq_lora",
+            {"aa": 50.0, "bwt": -10.0, "fwt": None, "forgetting": 10.0},
+            order="o1",
+            total=100.0,
+            peaks=(1000.0, 1200.0),
+            zero_shot=[30.0, 40.0],
+        ),
+        fake_results(
+            "seq_lora",
+            {"aa": 60.0, "bwt": -20.0, "fwt": 2.0, "forgetting": 20.0},
+            order="o2",
+            total=120.0,
+            peaks=(1100.0,),
+            zero_shot=[20.0, 30.0],
+        ),
+        fake_results(
+            "per_task",
+            {"aa": 70.0},
+            order="o1",
+            total=50.0,
+            peaks=(900.0,),
+            zero_shot=[40.0, 30.0],  # same (model, stream, seed) as the first run: not counted again
+            needs_task_id=True,
+        ),
+    ]
+    return results, ["a", "a", "b"]
+
+
+def test_aggregate_hand_made_results_into_the_expected_table():
+    results, labels = hand_made_set()
+    rows = aggregate(results, labels)
+    assert [r["label"] for r in rows] == ["zero-shot", "a", "b"]
+    a = rows[1]
+    assert a["n"] == 2 and a["method"] == "seq_lora" and a["orders"] == ["o1", "o2"] and a["seeds"] == [1]
+    assert a["aa"] == {"mean": 55.0, "std": pytest.approx(50**0.5), "n": 2}
+    assert a["fwt"] == {"mean": 2.0, "std": None, "n": 1}
+    assert a["peak_memory_mb"] == 1200.0 and a["wall_seconds"]["mean"] == 110.0
+    assert rows[2]["needs_task_id"] is True and rows[2]["bwt"]["mean"] is None
+    assert rows[0]["aa"]["mean"] == 30.0 and rows[0]["n"] == 2
+    assert format_table(rows).splitlines() == [
+        *TABLE_HEAD,
+        "| zero-shot | 2 | 30.0 ± 7.1 | — | — | — | — | — |",
+        "| a | 2 | 55.0 ± 7.1 | -15.0 ± 7.1 | 2.0 | 15.0 ± 7.1 | 110 ± 14 | 1200 |",
+        "| b † | 1 | 70.0 | — | — | — | 50 | 900 |",
+    ]
+    # default labels are the method names; incomplete runs are refused
+    assert [r["label"] for r in aggregate(results)] == ["zero-shot", "seq_lora", "per_task"]
+    with pytest.raises(ValueError, match="status 'running'"):
+        aggregate([fake_results("x", {}, status="running")])
+    with pytest.raises(ValueError, match="one label per run"):
+        aggregate(results, ["a"])
+
+
+def _tiny_suite(out: Path, methods: list[Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "t",
+        "base": {
+            "model": {"name": "tiny-llama"},
+            "data": {"benchmark": "fixture", "tasks": ["toysent", "toytopic"], "train_per_task": 8, "test_per_task": 4},
+            "train": {"max_steps": 2, "batch_size": 4, "lr": 5e-3},
+            "eval": {"mode": "rank", "batch_size": 16},
+            "log": {"progress": False},
+            "save_adapters": False,
+        },
+        "methods": methods,
+        "orders": [1],
+        "seeds": [1],
+        "output_dir": str(out),
+        **extra,
+    }
+
+
+def test_report_only_reads_hand_made_result_files(tmp_path):
+    spec = _tiny_suite(
+        tmp_path / "suite",
+        ["seq_lora", {"name": "olora", "lambda1": 0.1, "label": "olora-x"}],
+        orders=["o1", "o2"],
+    )
+    spec["base"]["data"].pop("tasks")
+    runs = load_suite(spec).runs()
+    assert [(r.label, r.run_dir.name) for r in runs] == [
+        ("seq_lora", "o1-s1"),
+        ("seq_lora", "o2-s1"),
+        ("olora-x", "o1-s1"),
+        ("olora-x", "o2-s1"),
+    ]
+    assert runs[2].config["method"] == {"name": "olora", "lambda1": 0.1}
+    made = [
+        {"aa": 40.0, "bwt": -5.0, "fwt": 1.0, "forgetting": 5.0},
+        {"aa": 44.0, "bwt": -7.0, "fwt": 3.0, "forgetting": 7.0},
+        {"aa": 50.0, "bwt": -1.0, "fwt": 0.0, "forgetting": 1.0},
+    ]
+    for run, metrics in zip(runs[:3], made, strict=True):
+        run.run_dir.mkdir(parents=True)
+        res = fake_results(run.method, metrics, order=order_dir(run.order), config=run.resolved, zero_shot=[25.0])
+        (run.run_dir / "results.json").write_text(json.dumps(res))
+    result = run_suite(spec, report_only=True, isolation="inline")
+    assert [r.state for r in result.runs] == ["reused", "reused", "reused", "missing"]
+    table = [line for line in result.markdown.splitlines() if line.startswith("|")]
+    assert table == [
+        *TABLE_HEAD,
+        "| zero-shot | 2 | 25.0 ± 0.0 | — | — | — | — | — |",
+        "| seq_lora | 2 | 42.0 ± 2.8 | -6.0 ± 1.4 | 2.0 ± 1.4 | 6.0 ± 1.4 | 100 ± 0 | 1000 |",
+        "| olora-x | 1 | 50.0 | -1.0 | 0.0 | 1.0 | 100 | 1000 |",
+    ]
+    assert "Not finished (left out of the table): olora-x/o2-s1." in result.markdown
+    on_disk = json.loads((tmp_path / "suite" / "suite.json").read_text())
+    assert [r["label"] for r in on_disk["rows"]] == ["zero-shot", "seq_lora", "olora-x"]
+    assert on_disk["runs"][3]["state"] == "missing"
+    assert (tmp_path / "suite" / "suite.md").read_text() == result.markdown
+
+
+def test_suite_runs_every_method_on_tiny_llama_then_reuses_them(tmp_path):
+    names = METHODS.names()
+    spec = _tiny_suite(tmp_path / "suite", names)
+    first = run_suite(spec, isolation="inline")
+    assert all(r.state == "ran" for r in first.runs)
+    rows = {r["label"]: r for r in first.rows}
+    assert set(rows) == {"zero-shot", *names}
+    assert all(rows[n]["aa"]["mean"] is not None for n in names)
+    assert rows["per_task"]["needs_task_id"] and not rows["inc_lora"]["needs_task_id"]
+    assert "| per_task † | 1 |" in first.markdown
+    stamps = {r.run_dir: (r.run_dir / "results.json").stat().st_mtime_ns for r in first.runs}
+
+    t0 = time.time()
+    second = run_suite(spec, isolation="inline")
+    assert all(r.state == "reused" for r in second.runs) and time.time() - t0 < 5
+    assert {r.run_dir: (r.run_dir / "results.json").stat().st_mtime_ns for r in second.runs} == stamps
+    assert second.rows == first.rows
+
+    # another setting in the same folders is refused, naming what differs; nothing runs
+    changed = json.loads(json.dumps(spec))
+    changed["base"]["train"]["lr"] = 1e-3
+    with pytest.raises(ResumeError, match=r"different config \(train\.lr: 0\.005 → 0\.001\)"):
+        run_suite(changed, isolation="inline")
+    # an unfinished run is resumed (the runner continues from its checkpoint)
+    path = first.runs[0].run_dir / "results.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "status": "running"}))
+    plan = run_suite(spec, isolation="inline", dry_run=True)
+    assert [r.state for r in plan.runs].count("resume") == 1 and plan.runs[0].state == "resume"
+
+
+def test_process_isolation_runs_each_config_through_the_cli(tmp_path, monkeypatch):
+    """``process`` isolation runs ``python -m clift.cli run <config> --quiet``; here the child process is
+    replaced by the same CLI called in-process (a real interpreter start costs ~6 s of imports)."""
+    import subprocess
+    import sys
+
+    from clift import cli
+
+    calls = []
+    real_run = subprocess.run
+
+    def fake_run(cmd, stdout=None, stderr=None, check=False, **kwargs):
+        if cmd[:3] != [sys.executable, "-m", "clift.cli"]:  # e.g. `git rev-parse` inside the run
+            return real_run(cmd, stdout=stdout, stderr=stderr, check=check, **kwargs)
+        calls.append(cmd)
+        assert cmd[:4] == [sys.executable, "-m", "clift.cli", "run"] and "--quiet" in cmd
+        assert yaml.safe_load(Path(cmd[4]).read_text())["method"] == {"name": "seq_lora"}
+        code = cli.main(cmd[3:]) if not calls_fail else 2
+        stdout.write("fake child output\nlast line\n")
+        return subprocess.CompletedProcess(cmd, code)
+
+    monkeypatch.setattr("clift.suite.subprocess.run", fake_run)
+    spec = _tiny_suite(tmp_path / "suite", ["seq_lora"])
+    spec["base"]["data"]["tasks"] = ["toysent"]
+    calls_fail = True
+    with pytest.raises(TrainingError, match=r"(?s)seq_lora o1 seed 1 failed \(exit code 2\).*last line"):
+        run_suite(spec, isolation="process")
+    calls_fail = False
+    result = run_suite(spec, isolation="process")
+    assert [r.state for r in result.runs] == ["ran"] and len(calls) == 2
+    assert (tmp_path / "suite" / "seq_lora" / "o1-s1.log").read_text().startswith("fake child output")
+    assert not list((tmp_path / "suite" / "seq_lora").glob(".*.yaml"))  # the temporary config is removed
+    assert result.rows[1]["peak_memory_mb"] > 0
+
+
+def test_suite_config_problems_are_reported_together(tmp_path):
+    spec = _tiny_suite(
+        tmp_path,
+        ["seq_lora", "seq_lora", "olra", {"name": "olora", "label": "bad label"}, {"name": "ewc", "gamma": 3}],
+        seeds=[1, "two"],
+        extra_key=1,
+    )
+    spec["base"]["method"] = {"name": "seq_lora"}
+    with pytest.raises(ConfigError) as err:
+        load_suite(spec)
+    text = str(err.value)
+    for part in (
+        "unknown key 'extra_key'",
+        "Did you mean 'olora'",
+        "label 'bad label' is not a valid folder name",
+        "label 'seq_lora' is used twice",
+        "'two' is not an integer",
+        "suite.base: sets `method`",
+    ):
+        assert part in text, part
+    good = _tiny_suite(tmp_path, [{"name": "ewc", "gamma": 3}])
+    with pytest.raises(ConfigError, match=r"'ewc' \(order 1, seed 1\).*gamma must be in \[0, 1\]"):
+        load_suite(good)
+
+
+def test_method_defaults_and_per_entry_run_sections(tmp_path):
+    spec = _tiny_suite(
+        tmp_path,
+        ["seq_ft", "olora", {"name": "seq_lora", "r": 4, "run": {"train": {"lr": 1e-4}}}],
+        method_defaults={"r": 2, "alpha": 4.0},
+        orders=["order1"],
+    )
+    runs = {r.label: r for r in load_suite(spec).runs()}
+    assert runs["olora"].config["data"]["order"] == "1" and runs["olora"].run_dir.name == "o1-s1"
+    assert runs["seq_ft"].config["method"] == {"name": "seq_ft"}  # no LoRA fields: defaults skipped
+    assert runs["olora"].resolved["method"]["r"] == 2 and runs["olora"].resolved["method"]["alpha"] == 4.0
+    assert runs["seq_lora"].resolved["method"]["r"] == 4 and runs["seq_lora"].resolved["train"]["lr"] == 1e-4
+    assert runs["olora"].resolved["train"]["lr"] == 5e-3
+    with pytest.raises(ConfigError, match="'aplha' is a field of none of the listed methods"):
+        load_suite({**spec, "method_defaults": {"aplha": 4.0}})
+
+
+def test_compare_subcommand(tmp_path, capsys):
+    spec = _tiny_suite(tmp_path / "out", ["seq_lora"])
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    parser = argparse.ArgumentParser(prog="clift")
+    add_compare_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["compare", str(path), "seeds=[1,2]", "--dry-run"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "o1-s1" in out and "o1-s2" in out and "2 to run, 0 to resume (unfinished), 0 reused" in out
+    args = parser.parse_args(["compare", str(path), "--report-only", "-q"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert TABLE_HEAD[0] in out and "Not finished (left out of the table): seq_lora/o1-s1." in out
+    assert f"command: `clift compare {path} --report-only -q`" not in out  # flags are not the command's args
+    assert f"command: `clift compare {path}`" in out
+
+
+def test_shipped_suite_configs_validate():
+    root = Path(__file__).resolve().parents[1] / "configs" / "suite"
+    files = sorted(root.rglob("*.yaml"))
+    assert [f.name for f in files] == ["standard-proxy.yaml", "tiny.yaml"]
+    for f in files:
+        suite = load_suite(f)
+        assert {m.name for m in suite.methods} <= set(METHODS.names())
+        assert suite.runs()
