@@ -23,8 +23,7 @@ INSTRUCTIONS = [
     "Task:TC\nWhat is the topic of the following paragraph? Choose one from the option.\n",
     'Task:NLI\nWhat is the logical relationship between the "sentence 1" and the "sentence 2"? '
     "Choose one from the option.\n",
-    'Whether the "first sentence" and the "second sentence" have the same meaning? '
-    "Choose one from the option.\n",
+    'Whether the "first sentence" and the "second sentence" have the same meaning? Choose one from the option.\n',
     "According to the following passage, is the question true or false? Choose one from the option.\n",
     "Option: \nAnswer:\nTitle: \nText: \nsentence 1: \nsentence 2: \n",
 ]
