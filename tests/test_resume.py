@@ -59,7 +59,19 @@ def _crash_at(monkeypatch, stage_index: int, step: int):
 
 # checkpoints every 2 steps: a crash after step 3 resumes from step 2, after step 5 from step 4
 @pytest.mark.parametrize(
-    ("method", "crash_step"), [("seq_lora", 3), ("seq_lora", 5), ("inc_lora", 3), ("per_task", 5), ("seq_ft", 3)]
+    ("method", "crash_step"),
+    [
+        ("seq_lora", 3),
+        ("seq_lora", 5),
+        ("inc_lora", 3),
+        ("per_task", 5),
+        ("seq_ft", 3),
+        ({"name": "olora", "lambda2": 0.01}, 3),  # earlier A's are loaded after before_task
+        ({"name": "ewc", "fisher_samples": 4}, 1),  # from the task boundary: Fisher and anchor restored
+        ({"name": "lwf"}, 3),  # the teacher snapshot is restored
+        ({"name": "replay", "memory_per_task": 4}, 3),  # the memory is restored
+    ],
+    ids=lambda v: v["name"] if isinstance(v, dict) else str(v),
 )
 def test_resume_mid_task_equals_uninterrupted(tmp_path, monkeypatch, method, crash_step):
     sections = {"train": {"max_steps": 6, "checkpoint_every": 2, "lr": 2e-3}}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import clift
 from clift.adapters import adapter_name, adapter_parameters, lora_layers
 from clift.config import ModelConfig, RunConfig
 from clift.errors import ConfigError
@@ -171,23 +170,3 @@ def test_config_errors_and_preset():
         build_method_config({"name": "olora", "orth_norm": "l2"})
     cfg = build_method_config({"name": "olora", "preset": "o-lora-code"})
     assert (cfg.orth_norm, cfg.l2_norm, cfg.lambda1, cfg.lambda2) == ("l1", "fro", 0.5, 0.0)
-
-
-@pytest.mark.parametrize("crash_step", [3])
-def test_resume_equals_uninterrupted(tmp_path, monkeypatch, crash_step):
-    """A crash in task 2 (mid-task: the earlier A's are loaded after before_task);
-    the resumed run ends exactly like an uninterrupted one."""
-    from ..test_resume import Crash, _crash_at, _stable
-
-    method = {"name": "olora", "lambda2": 0.01}
-    sections = {"train": {"max_steps": 4, "checkpoint_every": 2, "lr": 2e-3}}
-    reference = clift.run(tiny_config(tmp_path / "ref", method=method, **sections), stream=two_tasks())
-    cfg = tiny_config(tmp_path / "crash", method=method, **sections)
-    _crash_at(monkeypatch, stage_index=1, step=crash_step)
-    with pytest.raises(Crash):
-        clift.run(cfg, stream=two_tasks())
-    resumed = clift.run(cfg, stream=two_tasks())
-    assert resumed.results["resumes"] == [{"stage": 1, "step": 2 * (crash_step // 2)}]
-    assert _stable(resumed.results) == _stable(reference.results)
-    for (n, p), (_, q) in zip(reference.model.named_parameters(), resumed.model.named_parameters(), strict=True):
-        assert torch.equal(p, q), n
