@@ -213,7 +213,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _check_keys(where: str, data: Mapping[str, Any], allowed: Sequence[str], problems: list[str]) -> None:
+def check_keys(where: str, data: Mapping[str, Any], allowed: Sequence[str], problems: list[str]) -> None:
+    """Record one problem per key of ``data`` not in ``allowed`` (with the closest match and the allowed keys)."""
     for key in data:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1)
@@ -253,7 +254,7 @@ def parse_task_spec(
         problems.append(f"{where}: expected a mapping with family, folder and labels, got {raw!r}.")
         return None
     n = len(problems)
-    _check_keys(where, raw, TASK_KEYS, problems)
+    check_keys(where, raw, TASK_KEYS, problems)
     family = str(raw.get("family", "")).strip()
     if not family:
         problems.append(f"{where}: 'family' is required (e.g. SC, TC, NLI).")
@@ -298,7 +299,7 @@ def load_catalog(path: str | Path) -> Catalog:
     p = Path(path)
     data = _read_yaml(p)
     problems: list[str] = []
-    _check_keys(str(p), data, CATALOG_KEYS, problems)
+    check_keys(str(p), data, CATALOG_KEYS, problems)
     if data.get("kind") != "task-catalog":
         problems.append(f"{p}: expected 'kind: task-catalog', got {data.get('kind')!r}.")
     families: dict[str, dict[str, Any]] = {}
@@ -307,7 +308,7 @@ def load_catalog(path: str | Path) -> Catalog:
         if not isinstance(raw, Mapping):
             problems.append(f"{where}: expected a mapping with 'instruction', got {raw!r}.")
             continue
-        _check_keys(where, raw, FAMILY_KEYS, problems)
+        check_keys(where, raw, FAMILY_KEYS, problems)
         families[str(fam)] = dict(raw)
     tasks: dict[str, TaskSpec] = {}
     raw_tasks = data.get("tasks") or {}
@@ -334,7 +335,7 @@ def load_benchmark_file(path: str | Path) -> BenchmarkSpec:
     p = Path(path).resolve()
     data = _read_yaml(p)
     problems: list[str] = []
-    _check_keys(str(p), data, BENCHMARK_KEYS, problems)
+    check_keys(str(p), data, BENCHMARK_KEYS, problems)
     if data.get("kind", "benchmark") != "benchmark":
         problems.append(f"{p}: expected 'kind: benchmark', got {data.get('kind')!r}.")
     name = str(data.get("name") or p.stem)

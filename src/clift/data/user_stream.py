@@ -25,7 +25,6 @@ copies are dropped from train.
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from clift.data.benchmarks import TaskSpec, apply_budgets, task_catalog
+from clift.data.benchmarks import TaskSpec, apply_budgets, check_keys, task_catalog
 from clift.data.carve import LOAD_RULES, carve_splits, label_counts
 from clift.data.records import (
     Record,
@@ -112,14 +111,6 @@ def _yaml_task_lines(text: str) -> list[int]:
     return []
 
 
-def _check_keys(where: str, data: Mapping[str, Any], allowed: Sequence[str], problems: list[str]) -> None:
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            problems.append(f"{where}: unknown key {key!r}.{hint} Allowed keys: {', '.join(allowed)}.")
-
-
 def _threshold(value: Any, where: str, problems: list[str]) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         problems.append(
@@ -167,7 +158,7 @@ def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
     if not isinstance(data, Mapping):
         raise DataError(f"{path}: a user stream must be a mapping with 'name' and 'tasks', got {type(data).__name__}.")
     problems: list[str] = []
-    _check_keys(str(path), data, STREAM_KEYS, problems)
+    check_keys(str(path), data, STREAM_KEYS, problems)
     name = str(data.get("name") or path.stem)
     top_text = str(data.get("text_field", "sentence"))
     top_label = str(data.get("label_field", "label"))
@@ -185,7 +176,7 @@ def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
         if not isinstance(raw, Mapping):
             problems.append(f"{where}: expected a mapping with 'name' and 'train', got {raw!r}.")
             continue
-        _check_keys(where, raw, TASK_KEYS, problems)
+        check_keys(where, raw, TASK_KEYS, problems)
         tname = raw.get("name")
         if not isinstance(tname, str) or not tname.strip() or any(c in tname for c in "\n\r"):
             problems.append(f"{where}: 'name' is required, a one-line string (it appears in the prompt).")
