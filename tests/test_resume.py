@@ -86,6 +86,8 @@ def test_resume_mid_task_equals_uninterrupted(tmp_path, monkeypatch, method, cra
     assert (state["stage"], state["step"]) == (1, crash_step - 1)
     resumed = clift.run(cfg, stream=fixture_stream())
     assert resumed.results["resumes"] == [{"stage": 1, "step": state["step"]}]
+    t = resumed.results["timings"]
+    assert t["total_seconds"] >= t["total_seconds_before_resume"] >= t["stages"][0]["train_seconds"] > 0
     assert _stable(resumed.results) == _stable(reference.results)
     for (n, p), (_, q) in zip(reference.model.named_parameters(), resumed.model.named_parameters(), strict=True):
         assert torch.equal(p, q), n

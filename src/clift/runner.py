@@ -310,6 +310,12 @@ class Runner:
             results["resumes"] = [*old_results.get("resumes", []), {"stage": 0, "step": 0}]
         else:
             results = self._new_results(cfg, loaded.source, kind, stream, method)
+        if ckpt is not None or old_results is not None:
+            # wall time of the kept work (the part lost in the crash is not counted)
+            t = results["timings"]
+            t["total_seconds_before_resume"] = t.get("zero_shot_seconds", 0.0) + sum(
+                st["train_seconds"] + st["eval_seconds"] for st in t["stages"]
+            )
         self.results = results
         if self.acc.is_main_process:
             write_config(self.run_dir, cfg.to_dict())
