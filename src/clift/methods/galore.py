@@ -273,11 +273,12 @@ def apply_full_rank_delta(model: nn.Module, path: str | Path) -> None:
             p.add_(d.to(device=p.device, dtype=p.dtype))
 
 
-def should_save_delta(policy: str, stage: Stage, n_stages: int | None) -> bool:
+def should_save_delta(policy: str, stage: Stage, n_stages: int) -> bool:
+    """Whether ``save_full_rank_delta`` asks for the delta after ``stage`` (of ``n_stages``)."""
     if policy == "every_task":
         return True
     if policy == "last_task":
-        return n_stages is not None and stage.index == n_stages - 1
+        return stage.index == n_stages - 1
     return False
 
 
@@ -338,13 +339,7 @@ class GaLore(ContinualMethod):
     def __init__(self, config: GaLoreConfig) -> None:
         super().__init__(config)
         self.weights: FullRankWeights | None = None
-        self.n_stages: int | None = None
         self.delta_norms: list[float | None] = []
-
-    def stages(self, stream: Any) -> list[Stage]:
-        stages = super().stages(stream)
-        self.n_stages = len(stages)
-        return stages
 
     def attach(self, model: nn.Module) -> nn.Module:
         cfg = self.config
@@ -395,7 +390,7 @@ class GaLore(ContinualMethod):
         paths: list[Path] = []
         if self.config.with_lora:
             paths.append(save_adapter(model, self.adapter, folder))
-        if should_save_delta(self.config.save_full_rank_delta, stage, self.n_stages):
+        if should_save_delta(self.config.save_full_rank_delta, stage, len(self.ctx.stream.tasks)):
             paths.append(self.weights.save_delta(folder, {"method": "galore", "after_stage": str(stage.index)}))
         return paths
 

@@ -131,16 +131,10 @@ class GORP(IncLoRA):
         self.task_names: list[str] = []
         self.delta_norm_start: list[float | None] = []
         self.delta_norm_end: list[float | None] = []
-        self.n_stages: int | None = None
         self._tracked: dict[tuple[str, str], nn.Parameter] = {}
         self._optimizer: ProjectedAdamW | None = None
 
     # ---- set-up ------------------------------------------------------------------------------
-    def stages(self, stream: Any) -> list[Stage]:
-        stages = super().stages(stream)
-        self.n_stages = len(stages)
-        return stages
-
     def attach(self, model: nn.Module) -> nn.Module:
         cfg = self.config
         option = "method.full_rank_modules"
@@ -259,7 +253,7 @@ class GORP(IncLoRA):
         assert self.full is not None
         paths = [save_adapter(model, adapter_name(stage.task_index), folder)]
         meta = {"method": "gorp", "after_stage": str(stage.index), "task": stage.name}
-        if len(self.full) and should_save_delta(self.config.save_full_rank_delta, stage, self.n_stages):
+        if len(self.full) and should_save_delta(self.config.save_full_rank_delta, stage, len(self.ctx.stream.tasks)):
             paths.append(self.full.save_delta(folder, meta))
         if self.bases:
             from safetensors.torch import save_file
