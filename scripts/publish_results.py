@@ -1,11 +1,12 @@
 """Publish a comparison suite's results into the repository: results files, report, README table.
 
-Copies each finished run's ``results.json``, ``config.yaml`` and ``predictions.jsonl`` (not adapters or
-checkpoints) from the suite's output folder into ``results/<suite>/``, writes the suite table
-(``suite.md`` / ``suite.json``, through ``clift compare --report-only``) and the report with plots
-(``clift report``), and replaces the block between ``<!-- results:<suite> -->`` and
-``<!-- /results:<suite> -->`` in README.md with the table. Nothing is computed here that the runs did not
-write, so the README table is generated from the committed files.
+Copies each finished run's (``status: complete``) ``results.json``, ``config.yaml`` and
+``predictions.jsonl`` (not adapters or checkpoints) from the suite's output folder into
+``results/<suite>/``, writes the suite table (``suite.md`` / ``suite.json``, through
+``clift compare --report-only``) and the report with plots (``clift report``), and replaces two blocks
+in README.md: ``<!-- results:<suite> -->`` … ``<!-- /results:<suite> -->`` with the table, and
+``<!-- results:<suite>:orders -->`` … (when present) with AA / BWT per method and order. Nothing is
+computed here that the runs did not write, so the README tables are generated from the committed files.
 
     python scripts/publish_results.py configs/suite/standard-proxy.yaml
 """
@@ -13,16 +14,48 @@ write, so the README table is generated from the committed files.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import sys
 from pathlib import Path
 
 from clift.report import write_report
-from clift.suite import load_suite, run_suite
+from clift.suite import SuiteRun, load_suite, order_dir, run_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 COPIED = ("results.json", "config.yaml", "predictions.jsonl")
+
+
+def _cell(results_file: Path) -> str:
+    """``AA / BWT`` of one finished run (``AA`` alone when BWT is undefined, ``—`` when not finished)."""
+    if not results_file.is_file():
+        return "—"
+    res = json.loads(results_file.read_text(encoding="utf-8"))
+    if res.get("status") != "complete":
+        return "—"
+    metrics = res.get("metrics", {})
+    bwt = metrics.get("bwt")
+    return f"{metrics['aa']:.1f}" + ("" if bwt is None else f" / {bwt:.1f}")
+
+
+def per_order_table(runs: list[SuiteRun]) -> str:
+    """AA / BWT of every label × order (first seed per order), read from each run's ``results.json``."""
+    labels = list(dict.fromkeys(r.label for r in runs))
+    orders = list(dict.fromkeys(order_dir(r.order) for r in runs))
+    cells: dict[tuple[str, str], str] = {}
+    for run in runs:
+        cells.setdefault((run.label, order_dir(run.order)), _cell(run.run_dir / "results.json"))
+    lines = ["| method | " + " | ".join(orders) + " |", "|---|" + "---|" * len(orders)]
+    lines += [f"| {label} | " + " | ".join(cells[(label, o)] for o in orders) + " |" for label in labels]
+    return "\n".join(lines) + "\n"
+
+
+def _replace_block(text: str, marker: str, body: str) -> str | None:
+    pattern = re.compile(rf"(<!-- {re.escape(marker)} -->\n).*?(<!-- /{re.escape(marker)} -->)", re.S)
+    if not pattern.search(text):
+        return None
+    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
 
 
 def publish(suite_file: Path, overrides: list[str], readme: Path = ROOT / "README.md") -> Path:
@@ -30,8 +63,8 @@ def publish(suite_file: Path, overrides: list[str], readme: Path = ROOT / "READM
     dest = ROOT / "results" / suite.name
     runs = []
     for run in suite.runs():
-        if not (run.run_dir / "results.json").is_file():
-            continue
+        if _cell(run.run_dir / "results.json") == "—":
+            continue  # unfinished: its files would be half a run
         target = dest / "runs" / run.label / run.run_dir.name
         target.mkdir(parents=True, exist_ok=True)
         for name in COPIED:
@@ -47,17 +80,19 @@ def publish(suite_file: Path, overrides: list[str], readme: Path = ROOT / "READM
     )
     for path in result.paths:
         shutil.move(str(path), dest / path.name)
-    complete = [r for r in runs if '"status": "complete"' in (r / "results.json").read_text()]
-    if complete:
-        write_report(complete, dest / "report")
+    if runs:
+        write_report(runs, dest / "report")
     marker = f"results:{suite.name}"
     text = readme.read_text(encoding="utf-8")
-    pattern = re.compile(rf"(<!-- {re.escape(marker)} -->\n).*?(<!-- /{re.escape(marker)} -->)", re.S)
-    if pattern.search(text):
-        table = result.markdown.split("\n", 2)[2]  # drop the "# Suite: …" title
-        readme.write_text(pattern.sub(lambda m: m.group(1) + table + m.group(2), text), encoding="utf-8")
-    else:
+    table = result.markdown.split("\n", 2)[2]  # drop the "# Suite: …" title
+    updated = _replace_block(text, marker, table)
+    if updated is None:
         print(f"README.md has no <!-- {marker} --> block; table not inserted", file=sys.stderr)
+    else:
+        text = updated
+    updated = _replace_block(text, f"{marker}:orders", per_order_table(result.runs))
+    text = text if updated is None else updated
+    readme.write_text(text, encoding="utf-8")
     return dest
 
 
