@@ -27,14 +27,19 @@ ROOT = Path(__file__).resolve().parents[1]
 COPIED = ("results.json", "config.yaml", "predictions.jsonl")
 
 
-def _cell(results_file: Path) -> str:
-    """``AA / BWT`` of one finished run (``AA`` alone when BWT is undefined, ``—`` when not finished)."""
+def _finished(results_file: Path) -> dict | None:
+    """A run's results dict when it is complete; None when it is missing or unfinished."""
     if not results_file.is_file():
-        return "—"
+        return None
     res = json.loads(results_file.read_text(encoding="utf-8"))
-    if res.get("status") != "complete":
+    return res if res.get("status") == "complete" else None
+
+
+def _cell(results: dict | None) -> str:
+    """``AA / BWT`` of one finished run (``AA`` alone when BWT is undefined, ``—`` when not finished)."""
+    if results is None:
         return "—"
-    metrics = res.get("metrics", {})
+    metrics = results.get("metrics", {})
     bwt = metrics.get("bwt")
     return f"{metrics['aa']:.1f}" + ("" if bwt is None else f" / {bwt:.1f}")
 
@@ -45,7 +50,7 @@ def per_order_table(runs: list[SuiteRun]) -> str:
     orders = list(dict.fromkeys(order_dir(r.order) for r in runs))
     cells: dict[tuple[str, str], str] = {}
     for run in runs:
-        cells.setdefault((run.label, order_dir(run.order)), _cell(run.run_dir / "results.json"))
+        cells.setdefault((run.label, order_dir(run.order)), _cell(_finished(run.run_dir / "results.json")))
     lines = ["| method | " + " | ".join(orders) + " |", "|---|" + "---|" * len(orders)]
     lines += [f"| {label} | " + " | ".join(cells[(label, o)] for o in orders) + " |" for label in labels]
     return "\n".join(lines) + "\n"
@@ -63,7 +68,7 @@ def publish(suite_file: Path, overrides: list[str], readme: Path = ROOT / "READM
     dest = ROOT / "results" / suite.name
     runs = []
     for run in suite.runs():
-        if _cell(run.run_dir / "results.json") == "—":
+        if _finished(run.run_dir / "results.json") is None:
             continue  # unfinished: its files would be half a run
         target = dest / "runs" / run.label / run.run_dir.name
         target.mkdir(parents=True, exist_ok=True)
