@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import clift
 from clift.errors import ResumeError, TrainingError
@@ -34,6 +35,9 @@ def test_three_task_run_writes_consistent_results(tmp_path, model, mode):
     for key in ("versions", "git", "budgets", "timings", "config", "counts", "data"):
         assert key in on_disk
     assert on_disk["versions"]["torch"] and on_disk["versions"]["peft"]
+    env = on_disk["environment"]
+    assert env["torch_threads"] == torch.get_num_threads() and env["device"] == "cpu"
+    assert env["num_processes"] == 1 and env["mixed_precision"] == "no"
     assert len(on_disk["timings"]["stages"]) == 3 and on_disk["training"][0]["steps"] == 3
     assert (res.run_dir / "config.yaml").is_file()
     preds = (res.run_dir / "predictions.jsonl").read_text().splitlines()

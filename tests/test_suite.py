@@ -13,7 +13,15 @@ import yaml
 
 from clift.errors import ConfigError, ResumeError, TrainingError
 from clift.methods import METHODS
-from clift.suite import add_compare_parser, aggregate, format_table, load_suite, order_dir, run_suite
+from clift.suite import (
+    add_compare_parser,
+    aggregate,
+    format_markdown,
+    format_table,
+    load_suite,
+    order_dir,
+    run_suite,
+)
 
 TABLE_HEAD = [
     "| method | runs | AA | BWT | FWT | forgetting | wall time (s) | peak memory (MB) |",
@@ -106,6 +114,22 @@ def test_aggregate_hand_made_results_into_the_expected_table():
         aggregate([fake_results("x", {}, status="running")])
     with pytest.raises(ValueError, match="one label per run"):
         aggregate(results, ["a"])
+
+
+def test_markdown_flags_wall_times_from_different_thread_counts():
+    results, labels = hand_made_set()
+    results[0]["environment"] = {"torch_threads": 2}
+    results[1]["environment"] = {"torch_threads": 1}
+    results[2]["environment"] = {"torch_threads": 2}
+    rows = aggregate(results, labels)
+    assert rows[1]["torch_threads"] == [1, 2] and rows[2]["torch_threads"] == [2]
+    text = format_markdown(rows)
+    assert "different CPU thread counts" in text and "a (1, 2)" in text and "b (" not in text
+    # runs made before clift recorded the thread count are named as such; one setting is not flagged
+    del results[1]["environment"]
+    assert "a (2, unrecorded)" in format_markdown(aggregate(results, labels))
+    results[0].pop("environment")
+    assert "thread counts" not in format_markdown(aggregate(results[:2], labels[:2]))
 
 
 def _tiny_suite(out: Path, methods: list[Any], **extra: Any) -> dict[str, Any]:

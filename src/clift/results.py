@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -40,6 +41,23 @@ def library_versions() -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             out[pkg] = None
     return out
+
+
+def runtime_environment(device: Any, num_processes: int, mixed_precision: str) -> dict[str, Any]:
+    """Where a run ran, so its wall time can be read: device, CPU threads and processes.
+
+    ``torch_threads`` is ``torch.get_num_threads()`` of this process (set by ``OMP_NUM_THREADS`` or
+    ``torch.set_num_threads``); on CPU, wall times are only comparable between runs with the same value.
+    """
+    import torch
+
+    return {
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "num_processes": num_processes,
+        "mixed_precision": str(mixed_precision),
+    }
 
 
 def git_sha() -> dict[str, Any]:

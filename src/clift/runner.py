@@ -45,6 +45,7 @@ from clift.results import (
     git_sha,
     library_versions,
     read_results,
+    runtime_environment,
     write_config,
     write_predictions,
     write_results,
@@ -455,6 +456,7 @@ class Runner:
             "versions": library_versions(),
             "git": git_sha(),
             "num_processes": self.acc.num_processes,
+            "environment": runtime_environment(self.acc.device, self.acc.num_processes, self.acc.mixed_precision),
             "config": cfg.to_dict(),
         }
 

@@ -458,9 +458,11 @@ def aggregate(results: Sequence[Mapping[str, Any]], labels: Sequence[str] | None
         Rows in first-appearance order. Each row has ``label``, ``method``, ``n`` (runs), ``orders``,
         ``seeds``, ``needs_task_id``, one ``{"mean", "std", "n"}`` per metric (``aa``, ``bwt``, ``fwt``,
         ``forgetting``; std is the sample std over orders × seeds, None for one run), ``wall_seconds``
-        (the same over ``timings.total_seconds``) and ``peak_memory_mb`` (the largest stage peak of any
-        of its runs). The zero-shot row (``label: zero-shot``, only AA) averages the mean zero-shot
-        accuracy of each distinct (model, stream, seed); it is omitted when no run has a zero-shot row.
+        (the same over ``timings.total_seconds``), ``peak_memory_mb`` (the largest stage peak of any
+        of its runs) and ``torch_threads`` (the distinct CPU thread counts its runs recorded, ``None``
+        for runs made before clift recorded it). The zero-shot row (``label: zero-shot``, only AA)
+        averages the mean zero-shot accuracy of each distinct (model, stream, seed); it is omitted when
+        no run has a zero-shot row.
 
     Raises:
         ValueError: for a results dict that is not complete, or labels of the wrong length.
@@ -497,6 +499,7 @@ def aggregate(results: Sequence[Mapping[str, Any]], labels: Sequence[str] | None
                 **{m: dict(empty) for m in METRICS[1:]},
                 "wall_seconds": dict(empty),
                 "peak_memory_mb": None,
+                "torch_threads": [],
             }
         )
     for label, group in groups.items():
@@ -515,6 +518,9 @@ def aggregate(results: Sequence[Mapping[str, Any]], labels: Sequence[str] | None
             row[m] = _stat([g.get("metrics", {}).get(m) for g in group])
         row["wall_seconds"] = _stat([g.get("timings", {}).get("total_seconds") for g in group])
         row["peak_memory_mb"] = max(peaks) if peaks else None
+        row["torch_threads"] = sorted(
+            {g.get("environment", {}).get("torch_threads") for g in group}, key=lambda t: (t is None, t or 0)
+        )
         rows.append(row)
     return rows
 
@@ -565,6 +571,16 @@ def format_markdown(
     )
     if meta.get("isolation") == "inline":
         out.append("Runs made inline share one process, so a CPU peak includes earlier runs of the same process.")
+    mixed = [r for r in rows if len(r.get("torch_threads") or []) > 1]
+    if mixed:
+        parts = [
+            f"{r['label']} ({', '.join('unrecorded' if t is None else str(t) for t in r['torch_threads'])})"
+            for r in mixed
+        ]
+        out.append(
+            "Wall time mixes runs made with different CPU thread counts (`environment.torch_threads` in "
+            f"results.json), so it is not comparable across those runs: {'; '.join(parts)}."
+        )
     missing = meta.get("missing") or []
     if missing:
         out.append(f"Not finished (left out of the table): {', '.join(missing)}.")
