@@ -20,6 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from clift.io import atomic_write_json
 from clift.report import write_report
 from clift.suite import SuiteRun, load_suite, order_dir, run_suite
 
@@ -85,6 +86,11 @@ def publish(suite_file: Path, overrides: list[str], readme: Path = ROOT / "READM
     )
     for path in result.paths:
         shutil.move(str(path), dest / path.name)
+    # the suite ran with an absolute output_dir; record it relative to the repository instead
+    summary_file = dest / "suite.json"
+    summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    summary["config"]["output_dir"] = (dest / "runs").relative_to(ROOT).as_posix()
+    atomic_write_json(summary_file, summary)
     if runs:
         write_report(runs, dest / "report")
     marker = f"results:{suite.name}"

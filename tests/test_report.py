@@ -26,6 +26,9 @@ def test_report_for_several_runs(tmp_path, capsys):
         assert (tmp_path / "rep" / f"{name}-matrix.png").stat().st_size > 5000
         assert (tmp_path / "rep" / f"{name}-curves.png").stat().st_size > 5000
     assert (tmp_path / "rep" / "aa.png").is_file()
+    # run folders are named relative to the report, so both can be moved or committed together
+    rel = runs[0].relative_to(tmp_path).as_posix()
+    assert f"`../{rel}` — method `seq_lora`" in md and str(tmp_path) not in md
     assert "report written to" in capsys.readouterr().out
 
 
@@ -34,6 +37,7 @@ def test_report_on_a_single_run_defaults_into_it(tmp_path):
     assert main(["report", str(res.run_dir)]) == 0
     md = (res.run_dir / "report" / "report.md").read_text()
     assert "AA " in md and "![accuracy matrix](test-matrix.png)" in md
+    assert "`..` — method" in md
 
 
 def test_report_needs_run_directories(tmp_path, capsys):

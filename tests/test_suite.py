@@ -188,6 +188,7 @@ def test_report_only_reads_hand_made_result_files(tmp_path):
     on_disk = json.loads((tmp_path / "suite" / "suite.json").read_text())
     assert [r["label"] for r in on_disk["rows"]] == ["zero-shot", "seq_lora", "olora-x"]
     assert on_disk["runs"][3]["state"] == "missing"
+    assert on_disk["runs"][0]["run_dir"] == "seq_lora/o1-s1"  # relative: the directory can be moved
     assert (tmp_path / "suite" / "suite.md").read_text() == result.markdown
 
 

@@ -206,6 +206,14 @@ def _json_normal(obj: Any) -> Any:
     return json.loads(json.dumps(_clean(obj)))
 
 
+def _relative_to(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` when it lies under it, else ``path`` as given (POSIX separators)."""
+    try:
+        return path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def apply_suite_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``dotted.key=value`` overrides (values parsed as YAML) to a suite mapping.
 
@@ -744,7 +752,8 @@ def run_suite(
                 "method": r.method,
                 "order": r.order,
                 "seed": r.seed,
-                "run_dir": str(r.run_dir),
+                # relative to output_dir, so a suite directory can be moved or committed as a whole
+                "run_dir": _relative_to(r.run_dir, suite.output_dir),
                 "state": r.state,
             }
             for r in runs

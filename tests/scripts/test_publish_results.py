@@ -1,4 +1,4 @@
-"""scripts/publish_results.py: the per-order README table is read from the runs' results.json."""
+"""scripts/publish_results.py: README tables and committed files are read from the runs' results.json."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import importlib.util
 import json
 from pathlib import Path
 
-from clift.suite import SuiteRun
+import yaml
+
+from clift.suite import SuiteRun, load_suite
+
+from ..test_suite import _tiny_suite, fake_results
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "publish_results.py"
 
@@ -50,3 +54,38 @@ def test_replace_block_only_touches_the_marked_block() -> None:
         "a\n<!-- results:x:orders -->\nnew\n<!-- /results:x:orders -->\nb\n"
     )
     assert pub._replace_block(text, "results:y", "new\n") is None
+
+
+def test_publish_copies_finished_runs_and_writes_portable_files(tmp_path: Path, monkeypatch) -> None:
+    pub = _load()
+    repo = tmp_path / "repo"
+    monkeypatch.setattr(pub, "ROOT", repo)
+    spec = _tiny_suite(tmp_path / "elsewhere", ["seq_lora"], orders=[1, 2])
+    spec["base"]["data"].pop("tasks")
+    suite_file = repo / "configs" / "s.yaml"
+    suite_file.parent.mkdir(parents=True)
+    suite_file.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    first, second = load_suite(suite_file).runs()
+    first.run_dir.mkdir(parents=True)
+    res = fake_results("seq_lora", {"aa": 40.0, "bwt": -5.0}, config=first.resolved, zero_shot=[25.0])
+    (first.run_dir / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    second.run_dir.mkdir(parents=True)  # unfinished: not copied, not tabulated
+    running = fake_results("seq_lora", {}, order="o2", config=second.resolved, status="running")
+    (second.run_dir / "results.json").write_text(json.dumps(running), encoding="utf-8")
+    readme = repo / "README.md"
+    blocks = ["<!-- results:t -->", "<!-- /results:t -->", "<!-- results:t:orders -->", "<!-- /results:t:orders -->"]
+    readme.write_text("\n".join(["x", *blocks, ""]))
+
+    dest = pub.publish(suite_file, [], readme=readme)
+
+    assert dest == repo / "results" / "t"
+    assert (dest / "runs" / "seq_lora" / "o1-s1" / "results.json").is_file()
+    assert not (dest / "runs" / "seq_lora" / "o2-s1").exists()
+    text = readme.read_text()
+    assert "| seq_lora | 1 | 40.0 | -5.0 |" in text and "| seq_lora | 40.0 / -5.0 | — |" in text
+    # nothing in the committed files names the machine's paths
+    summary = json.loads((dest / "suite.json").read_text())
+    assert summary["config"]["output_dir"] == "results/t/runs"
+    assert summary["runs"][0]["run_dir"] == "seq_lora/o1-s1"
+    for name in ("suite.json", "suite.md", "report/report.md"):
+        assert str(tmp_path) not in (dest / name).read_text(), name
