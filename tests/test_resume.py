@@ -70,6 +70,7 @@ def _crash_at(monkeypatch, stage_index: int, step: int):
         ({"name": "ewc", "fisher_samples": 4}, 1),  # from the task boundary: Fisher and anchor restored
         ({"name": "lwf"}, 3),  # the teacher snapshot is restored
         ({"name": "replay", "memory_per_task": 4}, 3),  # the memory is restored
+        ({"name": "galore", "galore_rank": 4, "update_proj_gap": 4}, 3),  # projector state and per-task delta norms
     ],
     ids=lambda v: v["name"] if isinstance(v, dict) else str(v),
 )

@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 import clift
 from clift.adapters import adapter_parameters
 from clift.config import ModelConfig
-from clift.errors import ConfigError
-from clift.methods import build_method_config
+from clift.errors import ConfigError, ResumeError
+from clift.methods import build_method, build_method_config
 from clift.models import load_model
 
 from ..conftest import fixture_stream, tiny_config
@@ -71,3 +71,16 @@ def test_galore_config_errors(tmp_path):
         build_method_config({"name": "galore", "modules": [], "full_rank_lr": 0, "galore_scale": -1})
     msg = str(err.value)
     assert "modules is an empty list" in msg and "full_rank_lr must be > 0" in msg and "galore_scale" in msg
+
+
+def test_state_dict_round_trips_the_delta_norms_and_rejects_foreign_keys():
+    method = build_method(build_method_config({"name": "galore"}))
+    method.delta_norms = [0.5, None]
+    state = method.state_dict()
+    fresh = build_method(build_method_config({"name": "galore"}))
+    fresh.load_state_dict({})  # a checkpoint from before the state existed: nothing to restore
+    assert fresh.delta_norms == []
+    fresh.load_state_dict(state)
+    assert fresh.delta_norms == [0.5, None]
+    with pytest.raises(ResumeError, match="'basis'"):
+        fresh.load_state_dict({"basis": torch.zeros(1)})

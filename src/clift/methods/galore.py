@@ -32,7 +32,7 @@ from clift.adapters import (
     resolve_target_modules,
     save_adapter,
 )
-from clift.errors import ConfigError
+from clift.errors import ConfigError, ResumeError
 from clift.methods.base import ContinualMethod, MethodConfig, Stage
 from clift.optim import ProjectedAdamW
 
@@ -393,6 +393,29 @@ class GaLore(ContinualMethod):
         if should_save_delta(self.config.save_full_rank_delta, stage, len(self.ctx.stream.tasks)):
             paths.append(self.weights.save_delta(folder, {"method": "galore", "after_stage": str(stage.index)}))
         return paths
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """``delta_norms`` (float64, one per finished task, NaN where unknown), so a resumed run reports
+        the same (the weights are model tensors, the projectors live in the optimizer's state)."""
+        return {
+            "delta_norms": torch.tensor(
+                [float("nan") if v is None else v for v in self.delta_norms], dtype=torch.float64
+            )
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict` (an empty state, from a checkpoint written before it existed, loads too).
+
+        Raises:
+            ResumeError: for a key :meth:`state_dict` does not write.
+        """
+        unknown = sorted(set(state) - {"delta_norms"})
+        if unknown:
+            raise ResumeError(
+                f"unexpected galore state keys {unknown}; expected only 'delta_norms'. Resume with the same method."
+            )
+        if "delta_norms" in state:
+            self.delta_norms = [None if v != v else float(v) for v in state["delta_norms"].tolist()]  # NaN → None
 
     def stats(self) -> dict[str, Any]:
         w = self.weights
