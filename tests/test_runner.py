@@ -88,6 +88,29 @@ def test_changed_config_is_refused_with_the_differing_keys(tmp_path):
     assert res.results["training"][0]["steps"] == 2
 
 
+def test_a_run_made_before_a_field_existed_is_still_resumed(tmp_path):
+    """A config field added to clift later (here: absent from the stored config) counts at its default."""
+    cfg = tiny_config(tmp_path, train={"max_steps": 1})
+    stream = fixture_stream(names=["toysent"])
+    first = clift.run(cfg, stream=stream)
+    path = first.run_dir / "results.json"
+    stored = json.loads(path.read_text())
+    del stored["config"]["train"]["adam_eps"], stored["config"]["method"]["dropout"]
+    path.write_text(json.dumps(stored))
+    again = clift.run(cfg, stream=stream).results  # reused, not refused
+    assert again["matrix"] == first.results["matrix"]
+    # a stored value that differs is still refused, and so is a field this version does not know
+    stored["config"]["train"]["adam_eps"] = 1e-3
+    path.write_text(json.dumps(stored))
+    with pytest.raises(ResumeError, match=r"train\.adam_eps: 0\.001 → 1e-08"):
+        clift.run(cfg, stream=stream)
+    del stored["config"]["train"]["adam_eps"]
+    stored["config"]["train"]["retired_option"] = 1
+    path.write_text(json.dumps(stored))
+    with pytest.raises(ResumeError, match=r"train\.retired_option: 1 → '<absent>'"):
+        clift.run(cfg, stream=stream)
+
+
 def test_gradient_accumulation_and_epochs_plan(tmp_path):
     stream = fixture_stream(train=10, names=["toysent"])
     res = clift.run(

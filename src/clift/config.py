@@ -585,6 +585,20 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def upgrade_config(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A configuration stored by an earlier run (``results.json``), read through the current schema.
+
+    Fields added to clift since that run take their defaults, so the run still matches a config that
+    leaves them at their defaults and can be resumed or reused (a new field's default must keep the
+    earlier behaviour). A stored config the current schema rejects comes back unchanged, so a diff
+    against it names what differs.
+    """
+    try:
+        return RunConfig.from_dict(stored).to_dict()
+    except ConfigError:
+        return copy.deepcopy(dict(stored))
+
+
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
     """Read, override and validate a run configuration."""
     raw = load_yaml(path) if path is not None else {}

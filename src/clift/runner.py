@@ -30,7 +30,7 @@ from clift.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from clift.config import RunConfig, load_config
+from clift.config import RunConfig, load_config, upgrade_config
 from clift.data.collate import PromptEncoder, TrainCollator
 from clift.data.task import Stream, Task
 from clift.errors import ConfigError, DataError, ResumeError, TrainingError
@@ -203,7 +203,7 @@ class Runner:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             return None, None
         old = read_results(self.run_dir)
-        diff = config_diff(old.get("config", {}), self.cfg.to_dict())
+        diff = config_diff(upgrade_config(old.get("config", {})), self.cfg.to_dict())
         if diff:
             raise ResumeError(
                 f"run directory {str(self.run_dir)!r} holds a run with a different configuration:\n  "

@@ -49,7 +49,7 @@ from typing import Any, Literal
 
 import yaml
 
-from clift.config import load_yaml
+from clift.config import load_yaml, upgrade_config
 from clift.errors import ConfigError, ResumeError, TrainingError
 from clift.io import atomic_write_json, atomic_write_text
 from clift.results import RESULTS_FILE
@@ -405,7 +405,8 @@ def plan(runs: list[SuiteRun]) -> list[SuiteRun]:
     """Mark each run ``new``, ``reuse`` or ``resume`` from what its folder holds.
 
     The comparison is the runner's own resume rule (:func:`clift.runner.config_diff`: ``log``, ``name``
-    and ``output_dir`` may differ), so whatever the suite reuses or resumes the runner would accept.
+    and ``output_dir`` may differ; fields added to clift since a run was made count at their defaults,
+    :func:`clift.config.upgrade_config`), so whatever the suite reuses or resumes the runner would accept.
 
     Raises:
         ResumeError: listing every run folder that holds a run with a different config.
@@ -418,7 +419,7 @@ def plan(runs: list[SuiteRun]) -> list[SuiteRun]:
         if found is None:
             run.state = "new"
             continue
-        diff = config_diff(_json_normal(found.get("config") or {}), run.resolved)
+        diff = config_diff(_json_normal(upgrade_config(found.get("config") or {})), run.resolved)
         if diff:
             shown = "; ".join(diff[:8]) + (f" (+{len(diff) - 8} more)" if len(diff) > 8 else "")
             conflicts.append(f"{run.run_dir}: holds a run with a different config ({shown})")

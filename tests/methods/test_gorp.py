@@ -17,7 +17,7 @@ from clift.config import ModelConfig, RunConfig
 from clift.errors import ConfigError
 from clift.methods import build_method, build_method_config
 from clift.methods.galore import apply_full_rank_delta
-from clift.methods.gorp import BASES_FILE, GORP
+from clift.methods.gorp import BASES_FILE, GORP, orthogonality_gap
 from clift.models import load_model
 
 from ..conftest import fixture_stream, tiny_config
@@ -200,10 +200,12 @@ class _Crash(RuntimeError):
     pass
 
 
-def test_resume_mid_task_two_equals_the_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("reg", [0.0, 0.5], ids=["plain", "full_rank_reg"])
+def test_resume_mid_task_two_equals_the_uninterrupted_run(tmp_path, reg):
     """Checkpoint every 2 steps, crash after step 3 of task 2 (resume at step 2, between projection
-    refreshes at 0 and 4): the resumed run must end bit-identical, bases and statistics included."""
-    method = {"name": "gorp", "update_proj_gap": 4}
+    refreshes at 0 and 4): the resumed run must end bit-identical, bases and statistics included (with
+    the λ regulariser, ΔW must still be measured from the start of task 2, not from the resume)."""
+    method = {"name": "gorp", "update_proj_gap": 4, "full_rank_reg": reg}
     sections = {"train": {"max_steps": 4, "checkpoint_every": 2}, "eval": {"zero_shot": False}}
     stream = fixture_stream(test=4, names=TASKS[:2])
     reference = clift.run(tiny_config(tmp_path / "ref", method=method, **sections), stream=stream)
@@ -261,6 +263,57 @@ def test_config_errors_name_value_and_fix(tmp_path):
     assert "energy_threshold must be in (0, 1], got 1.5" in msg and "galore_rank must be an integer >= 1" in msg
     with pytest.raises(ConfigError, match=r"method\.proj_type: got 'diag'; allowed values: 'std', 'left', 'right'"):
         build_method_config({"name": "gorp", "proj_type": "diag"})
+    with pytest.raises(ConfigError, match=r"full_rank_reg must be >= 0, got -0.1; the paper uses 0.05"):
+        build_method_config({"name": "gorp", "full_rank_reg": -0.1})
+    with pytest.raises(ConfigError, match=r"full_rank_reg = 0.05 needs full-rank weights.*set full_rank_reg: 0"):
+        build_method_config({"name": "gorp", "full_rank_reg": 0.05, "full_rank_modules": []})
+
+
+@pytest.mark.parametrize("shape", [(12, 5), (5, 12), (6, 6)])
+def test_orthogonality_gap_matches_the_direct_formula_in_value_and_gradient(shape):
+    torch.manual_seed(0)
+    delta = (0.3 * torch.randn(*shape, dtype=torch.float64)).requires_grad_()
+    direct = (delta @ delta.T - torch.eye(shape[0], dtype=torch.float64)).norm()
+    (g_direct,) = torch.autograd.grad(direct, delta)
+    gap = orthogonality_gap(delta)
+    (g_gap,) = torch.autograd.grad(gap, delta)
+    assert gap.item() == pytest.approx(direct.item(), rel=1e-12)
+    torch.testing.assert_close(g_gap, g_direct, rtol=1e-10, atol=1e-12)
+    # at ΔW = 0 the gap is √m and its gradient is zero, so the first step of a task is unaffected
+    zero = torch.zeros(*shape, requires_grad=True)
+    value = orthogonality_gap(zero)
+    assert value.item() == pytest.approx(shape[0] ** 0.5)
+    assert torch.equal(torch.autograd.grad(value, zero)[0], torch.zeros(shape))
+
+
+def test_full_rank_reg_measures_delta_from_each_task_start(tmp_path, monkeypatch):
+    lam = 0.25
+    seen: list[tuple[int, float]] = []
+    real_loss = GORP.loss
+
+    def recording_loss(self, model, batch, outputs):
+        value = real_loss(self, model, batch, outputs)
+        if value is not None:
+            seen.append((len(self.task_names), value.item()))
+        return value
+
+    monkeypatch.setattr(GORP, "loss", recording_loss)
+    # a large full-rank lr, so W moves visibly within a task
+    reg = _run(tmp_path / "reg", tasks=2, full_rank_reg=lam, full_rank_lr=0.05).results
+    gates = [p for n, p in load_model(ModelConfig(name="tiny-llama")).model.named_parameters() if "gate_proj" in n]
+    at_zero = lam * sum(p.shape[0] ** 0.5 for p in gates)  # λ Σ ‖0·0ᵀ − I‖_F = λ Σ √m
+    for task in (1, 2):
+        values = [v for t, v in seen if t == task]
+        assert len(values) == 4  # one per step (batch 4, no accumulation)
+        # ΔW is measured from the task's start: 0 at its first step (also in task 2, after task 1 moved W) …
+        assert values[0] == pytest.approx(at_zero, rel=1e-6)
+        # … and W moves away from it within the task
+        assert abs(values[-1] - at_zero) > 1e-4
+    assert reg["training"][0]["mean_extra_loss"] == pytest.approx(sum(v for t, v in seen if t == 1) / 4)
+    seen.clear()
+    plain = _run(tmp_path / "plain", tasks=1).results
+    assert not seen and plain["training"][0]["mean_extra_loss"] in (0.0, None)  # λ = 0: no term at all
+    assert reg["config"]["method"]["full_rank_reg"] == lam
 
 
 def test_presets():

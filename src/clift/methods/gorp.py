@@ -71,6 +71,10 @@ class GORPConfig(GaLoreFields, LoraFields, MethodConfig):
             survives). Default false.
         save_full_rank_delta: write the cumulative ``W − W_init`` next to each task's adapter
             (``every_task``, default), only after the last task (``last_task``), or ``none``.
+        full_rank_reg: λ of the paper's regulariser ``λ · Σ_W ‖ΔW ΔWᵀ − I‖_F`` over the full-rank
+            weights, ΔW measured from the start of the task, added to the loss at every step. Default 0:
+            the released code computes it but never applies it (gorp.md §1.7.3), so 0 is the released
+            behaviour; the paper lists 0.05.
     """
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
@@ -95,6 +99,9 @@ class GORPConfig(GaLoreFields, LoraFields, MethodConfig):
     save_full_rank_delta: SaveDelta = field(
         default="every_task", metadata={"help": "write W - W_init: every_task | last_task | none"}
     )
+    full_rank_reg: float = field(
+        default=0.0, metadata={"help": "lambda of ||dW dW^T - I||_F on full-rank weights (paper 0.05; code: 0)"}
+    )
 
     def problems(self) -> list[str]:
         p = self.lora_problems() + self.galore_problems()
@@ -105,7 +112,38 @@ class GORPConfig(GaLoreFields, LoraFields, MethodConfig):
                 f"energy_threshold must be in (0, 1], got {self.energy_threshold}; GORP uses 0.9 "
                 "(1 keeps every direction of the first moment)."
             )
+        if not self.full_rank_reg >= 0:
+            p.append(f"full_rank_reg must be >= 0, got {self.full_rank_reg}; the paper uses 0.05, 0 turns it off.")
+        elif self.full_rank_reg > 0 and self.full_rank_modules == []:
+            p.append(
+                f"full_rank_reg = {self.full_rank_reg} needs full-rank weights, but full_rank_modules is []; "
+                "set full_rank_reg: 0 or name full-rank modules (null: the per-architecture default)."
+            )
         return p
+
+
+def orthogonality_gap(delta: torch.Tensor) -> torch.Tensor:
+    """``‖Δ Δᵀ − I‖_F`` for one weight update, differentiable, through the smaller Gram matrix.
+
+    For Δ of shape (m, n) with m > n, ``‖Δ Δᵀ − I_m‖²_F = ‖Δᵀ Δ‖²_F − 2‖Δ‖²_F + m`` (Δ Δᵀ and Δᵀ Δ share
+    their nonzero eigenvalues), which costs an n × n Gram instead of m × m; it is then ≥ m − n > 0.
+
+    Args:
+        delta: (m, n) weight update ``W − W_task_start``; computed in float32 at least.
+
+    Returns:
+        A scalar tensor.
+    """
+    d = delta if delta.dtype in (torch.float32, torch.float64) else delta.float()
+    m, n = d.shape
+    if m <= n:
+        gram = d @ d.T  # (m, m)
+        sq = (gram - torch.eye(m, dtype=d.dtype, device=d.device)).pow(2).sum()
+    else:
+        gram = d.T @ d  # (n, n)
+        sq = gram.pow(2).sum() - 2 * d.pow(2).sum() + m
+    # the square root's gradient is infinite at 0, reached only by an exactly orthonormal-row Δ
+    return sq.clamp_min(1e-12).sqrt()
 
 
 class GORP(IncLoRA):
@@ -133,6 +171,8 @@ class GORP(IncLoRA):
         self.delta_norm_end: list[float | None] = []
         self._tracked: dict[tuple[str, str], nn.Parameter] = {}
         self._optimizer: ProjectedAdamW | None = None
+        #: the full-rank weights at the start of the running task (only with ``full_rank_reg`` > 0)
+        self._task_start: dict[str, torch.Tensor] = {}
 
     # ---- set-up ------------------------------------------------------------------------------
     def attach(self, model: nn.Module) -> nn.Module:
@@ -165,7 +205,17 @@ class GORP(IncLoRA):
         self.full.set_trainable()
         self.task_names.append(stage.name)
         self.delta_norm_start.append(self.full.delta_norm())
+        if self.config.full_rank_reg > 0:
+            self._task_start = {k: p.detach().clone() for k, p in self.full.params.items()}
         return model
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor | None:
+        """``λ · Σ_W ‖(W − W_start)(W − W_start)ᵀ − I‖_F`` over the full-rank weights (``full_rank_reg``)."""
+        if not self._task_start:
+            return None
+        assert self.full is not None
+        terms = [orthogonality_gap(p - self._task_start[k].to(p.device)) for k, p in self.full.params.items()]
+        return self.config.full_rank_reg * torch.stack(terms).sum()
 
     def new_adapter_config(self, model: nn.Module) -> LoraConfig:
         # full-rank targets train as themselves, never also through a LoRA
@@ -247,6 +297,7 @@ class GORP(IncLoRA):
             ),
         )
         self._optimizer = None  # the runner is done with it; do not keep its state alive
+        self._task_start = {}  # the task is over; a checkpoint at the boundary needs no snapshot
         return model
 
     def save_task(self, model: nn.Module, stage: Stage, folder: Path) -> list[Path]:
@@ -307,7 +358,8 @@ class GORP(IncLoRA):
 
         Keys: ``basis/<kind>/<module>`` (S, (rows, c), on CPU), ``sizes/<kind>/<module>`` (int64, columns
         after each task), ``delta_norm_start`` / ``delta_norm_end`` (float64, NaN where unknown); kind is
-        ``lora_A`` or ``full_rank``.
+        ``lora_A`` or ``full_rank``. In the middle of a task with ``full_rank_reg`` > 0, also
+        ``task_start/<weight>``: the full-rank weights at the task's start, which ΔW is measured from.
         """
         out = {f"basis/{kind}/{module}": s.detach().cpu().contiguous() for (kind, module), s in self.bases.items()}
         for (kind, module), history in self.basis_history.items():
@@ -315,6 +367,7 @@ class GORP(IncLoRA):
         for key in ("delta_norm_start", "delta_norm_end"):
             values = [float("nan") if v is None else v for v in getattr(self, key)]
             out[key] = torch.tensor(values, dtype=torch.float64)
+        out.update({f"task_start/{k}": v.detach().cpu().contiguous() for k, v in self._task_start.items()})
         return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -325,7 +378,11 @@ class GORP(IncLoRA):
         """
         bases: dict[tuple[str, str], torch.Tensor] = {}
         history: dict[tuple[str, str], list[int]] = {}
+        task_start: dict[str, torch.Tensor] = {}
         for key, tensor in state.items():
+            if key.startswith("task_start/"):
+                task_start[key.removeprefix("task_start/")] = tensor
+                continue
             if key in ("delta_norm_start", "delta_norm_end"):
                 setattr(self, key, [None if v != v else float(v) for v in tensor.tolist()])  # NaN → None
                 continue
@@ -334,7 +391,7 @@ class GORP(IncLoRA):
             if prefix not in ("basis", "sizes") or kind not in (LORA_A, FULL_RANK) or not module:
                 raise ValueError(
                     f"unexpected gorp state key {key!r}; expected basis/<kind>/<module>, sizes/<kind>/<module>, "
-                    "delta_norm_start or delta_norm_end, with kind lora_A or full_rank."
+                    "task_start/<weight>, delta_norm_start or delta_norm_end, with kind lora_A or full_rank."
                 )
             if prefix == "basis":
                 bases[(kind, module)] = tensor
@@ -344,3 +401,12 @@ class GORP(IncLoRA):
         self.basis_rows = {k: v.shape[0] for k, v in bases.items()}
         if history:
             self.basis_history = history
+        if task_start:
+            params = self.full.params if self.full is not None else {}
+            bad = [k for k, v in task_start.items() if k not in params or params[k].shape != v.shape]
+            if bad:
+                raise ValueError(
+                    f"gorp state: task_start/{bad[0]} matches no full-rank weight of that shape; resume with the "
+                    "same method config (full_rank_modules)."
+                )
+            self._task_start = {k: v.to(params[k].device, params[k].dtype) for k, v in task_start.items()}
