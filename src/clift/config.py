@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from clift.errors import ConfigError
+from clift.io import read_yaml
 
 # --------------------------------------------------------------------------------------------------
 # Generic dataclass <-> dict machinery
@@ -572,12 +573,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         ConfigError: when the file is missing, unreadable or not a mapping.
     """
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist; check the path (see configs/ for examples).")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from None
+    data = read_yaml(p, ConfigError, "config file", "check the path (see configs/ for examples)")
     if data is None:
         return {}
     if not isinstance(data, dict):

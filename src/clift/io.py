@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash never leaves a half-written result, config or checkpoint behind."""
+"""File I/O: atomic writes (a crash never leaves a half-written result, config or checkpoint behind) and
+the one YAML reader every config, suite, benchmark and stream file goes through."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -48,3 +51,36 @@ def atomic_write_json(path: str | Path, data: Any) -> Path:
 def read_json(path: str | Path) -> Any:
     """Read a JSON file."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_yaml(path: str | Path, error: type[Exception], what: str, hint: str = "") -> Any:
+    """Parse a YAML file (UTF-8, with or without a byte-order mark).
+
+    Args:
+        path: the file.
+        error: the exception class to raise (e.g. ``ConfigError``, ``DataError``); called with one message.
+        what: how to name the file in a message (``"config file"``).
+        hint: the fix for a missing file (``"check data.stream"``).
+
+    Returns:
+        The parsed document (``None`` for an empty file); callers check its shape.
+
+    Raises:
+        error: for a missing file, bytes that are not UTF-8, or invalid YAML — naming the file and, for
+            the last two, the line.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{what} {str(p)!r} does not exist" + (f"; {hint}." if hint else "."))
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise error(f"{p}:{line}: {what} is not valid UTF-8; re-save it as UTF-8.") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise error(f"{p}{line}: {what} is not valid YAML: {err}") from None

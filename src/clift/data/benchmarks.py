@@ -31,13 +31,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from clift.data.carve import LOAD_RULES, CarveRules, carve_splits, label_counts
 from clift.data.pack import PACK_DIR, pack_available, read_manifest, read_pack_task
 from clift.data.records import RecordProblems, dedupe, read_records, records_to_examples, sha256_file
 from clift.data.task import SPLITS, Example, Stream, Task, subsample
 from clift.errors import ConfigError, DataError
+from clift.io import read_yaml
 from clift.registry import Registry
 
 if TYPE_CHECKING:
@@ -202,12 +201,7 @@ def canonical_order(order: str | int) -> str:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"benchmark file {str(path)!r} does not exist.")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    data = read_yaml(path, ConfigError, "benchmark file")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}.")
     return data

@@ -48,6 +48,7 @@ from clift.data.records import (
 )
 from clift.data.task import SPLITS, Example, Stream
 from clift.errors import DataError
+from clift.io import read_yaml
 
 if TYPE_CHECKING:
     from clift.config import DataConfig
@@ -139,20 +140,8 @@ def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
     Raises:
         DataError: naming the YAML file (and the line of the task) for every problem found.
     """
-    if not path.is_file():
-        raise DataError(f"user stream file {str(path)!r} does not exist; check data.stream.")
-    raw_bytes = path.read_bytes()
-    try:
-        text = raw_bytes.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw_bytes.count(b"\n", 0, err.start) + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8; re-save the stream file as UTF-8.") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise DataError(f"{path}{line}: not valid YAML: {err}") from None
+    data = read_yaml(path, DataError, "user stream file", "check data.stream")
+    text = path.read_text(encoding="utf-8-sig")  # decodes: read_yaml has checked it, for task line numbers
     if data is None:
         raise DataError(f"{path}: the stream file is empty; it needs 'tasks:' (see docs/data.md).")
     if not isinstance(data, Mapping):

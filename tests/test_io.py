@@ -1,0 +1,38 @@
+"""clift.io: the shared YAML reader names the file, the line and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from clift.errors import ConfigError, DataError
+from clift.io import read_yaml
+
+
+def test_read_yaml_parses_utf8_with_or_without_bom(tmp_path):
+    plain, bom = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    plain.write_text("name: café\nn: 2\n", encoding="utf-8")
+    bom.write_bytes("name: café\nn: 2\n".encode("utf-8-sig"))
+    assert (
+        read_yaml(plain, ConfigError, "config file")
+        == read_yaml(bom, ConfigError, "config file")
+        == {
+            "name": "café",
+            "n": 2,
+        }
+    )
+    empty = tmp_path / "e.yaml"
+    empty.write_text("")
+    assert read_yaml(empty, ConfigError, "config file") is None
+
+
+def test_read_yaml_errors_name_the_file_line_and_fix(tmp_path):
+    with pytest.raises(DataError, match=r"user stream file '.*nope\.yaml' does not exist; check data\.stream\.$"):
+        read_yaml(tmp_path / "nope.yaml", DataError, "user stream file", "check data.stream")
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"a: 1\nb: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"latin\.yaml:2: config file is not valid UTF-8; re-save it as UTF-8"):
+        read_yaml(latin, ConfigError, "config file")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("a: 1\nb: [1, 2\nc: 3\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml:\d+: benchmark file is not valid YAML"):
+        read_yaml(broken, ConfigError, "benchmark file")
