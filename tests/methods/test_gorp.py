@@ -316,6 +316,22 @@ def test_full_rank_reg_measures_delta_from_each_task_start(tmp_path, monkeypatch
     assert reg["config"]["method"]["full_rank_reg"] == lam
 
 
+def test_inclusive_first_task_rule_starts_every_basis_with_one_more_direction(tmp_path):
+    # task 1 trains the same either way (no bases yet), so the first moments are identical and the
+    # inclusive rule keeps exactly the direction that crosses ε on top of the strict count
+    stats = {
+        rule: _run(tmp_path / rule, tasks=1, first_task_rule=rule).results["method_stats"]
+        for rule in ("strict", "inclusive")
+    }
+    assert stats["inclusive"]["flags"]["first_task_rule"] == "inclusive"
+    for kind in ("lora_A", "full_rank"):
+        strict, inclusive = stats["strict"]["basis_sizes"][kind], stats["inclusive"]["basis_sizes"][kind]
+        assert strict and set(strict) == set(inclusive)
+        rows = stats["inclusive"]["basis_rows"][kind]
+        for module, (size,) in inclusive.items():
+            assert size == min(strict[module][0] + 1, rows[module]) and size >= 1, (kind, module)
+
+
 def test_presets():
     assert build_method_config({"name": "gorp"}).galore_rank == 8
     long = build_method_config({"name": "gorp", "preset": "t5-long"})

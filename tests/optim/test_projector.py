@@ -111,6 +111,20 @@ def test_energy_rule_first_task_counts_strictly_below_threshold():
     assert extend_basis(None, m1, 0.9).shape == (6, 0)
 
 
+def test_inclusive_first_task_rule_keeps_the_direction_that_reaches_the_threshold():
+    energies = [0.45, 0.30, 0.12, 0.08, 0.05]  # cumulative 0.45, 0.75, 0.87, 0.95: the 4th reaches 0.9
+    m, u = _with_spectrum([e**0.5 for e in energies], 12, 9, seed=11)
+    s = extend_basis(None, m, 0.9, first_task="inclusive")
+    assert s.shape == (12, 4) and torch.allclose(s @ s.T, u[:, :4] @ u[:, :4].T, atol=1e-10)
+    m1, u1 = _with_spectrum([0.95**0.5, 0.05**0.5], 6, 5, seed=2)
+    assert extend_basis(None, m1, 0.9, first_task="inclusive").shape == (6, 1)  # strict keeps 0
+    # never more than the directions that carry energy: rank-1 moment at threshold 1
+    rank1 = u1[:, :1] @ torch.ones(1, 5, dtype=torch.float64)
+    assert extend_basis(None, rank1, 1.0, first_task="inclusive").shape == (6, 1)
+    with pytest.raises(ValueError, match="Invalid first-task rule: 'loose'"):
+        extend_basis(None, m, 0.9, first_task="loose")
+
+
 def test_energy_rule_extension_starts_from_the_energy_already_covered():
     # S = u1 covers 0.45; then 0.30 → 0.75, 0.12 → 0.87 (< 0.9, continue), 0.08 → 0.95: three appended
     energies = [0.45, 0.30, 0.12, 0.08, 0.05]

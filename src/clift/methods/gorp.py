@@ -60,6 +60,10 @@ class GORPConfig(GaLoreFields, LoraFields, MethodConfig):
         full_rank_lr: learning rate of the full-rank weights (``train.lr`` is the LoRA's). Default 1e-5
             (T5 setting; the llama preset sets 1e-6).
         energy_threshold: ε of the GPM energy rule that grows the bases. Default 0.9.
+        first_task_rule: how an empty basis starts: ``strict`` keeps the leading directions whose
+            cumulative energy stays below ε (GPM's and the released code's rule: none at all when the
+            first direction alone reaches ε) or ``inclusive``, the smallest number that reaches ε (GPM's
+            stated criterion, and the rule later tasks use). Default strict.
         lora_projection: axis of the LoRA-A shared-space projection: ``rank`` (``G_A − S Sᵀ G_A`` with S in
             the r-dim rank space, as the released code and the paper) or ``input`` (``G_A − G_A S Sᵀ``
             with S in the d_in-dim input space, GPM-style). Default rank.
@@ -89,6 +93,9 @@ class GORPConfig(GaLoreFields, LoraFields, MethodConfig):
     )
     full_rank_lr: float = field(default=1e-5, metadata={"help": "learning rate of the full-rank weights"})
     energy_threshold: float = field(default=0.9, metadata={"help": "GPM energy threshold epsilon"})
+    first_task_rule: Literal["strict", "inclusive"] = field(
+        default="strict", metadata={"help": "empty-basis energy rule: strict (GPM code) | inclusive"}
+    )
     lora_projection: Literal["rank", "input"] = field(
         default="rank", metadata={"help": "LoRA-A shared-space axis: rank (paper) | input"}
     )
@@ -283,7 +290,7 @@ class GORP(IncLoRA):
             side = opt.resolved_shared_side(p, opt.group_of(p))
             # with reload_bases=false every task starts from an empty basis, as the released code does
             old = self.bases.get(key) if self.config.reload_bases else None
-            basis = extend_basis(old, moment, self.config.energy_threshold, side)
+            basis = extend_basis(old, moment, self.config.energy_threshold, side, self.config.first_task_rule)
             self.bases[key] = basis
             self.basis_rows[key] = basis.shape[0]
             self.basis_history.setdefault(key, []).append(basis.shape[1])
@@ -350,6 +357,8 @@ class GORP(IncLoRA):
             "flags": {
                 "reload_bases": self.config.reload_bases,
                 "reset_full_rank_each_task": self.config.reset_full_rank_each_task,
+                "first_task_rule": self.config.first_task_rule,
+                "full_rank_reg": self.config.full_rank_reg,
             },
         }
 

@@ -238,20 +238,33 @@ def remove_shared(grad: Tensor, basis: Tensor, side: str = "left") -> Tensor:
         raise ValueError(f"Invalid shared side: {side!r} - should be one of {', '.join(SHARED_SIDES)}")
 
 
-def _count_first_task(energy: Tensor, threshold: float) -> int:
-    # GPM's first-task rule: the number of leading directions whose cumulative energy stays strictly
-    # below the threshold (so it can be 0, and it never reaches the threshold itself)
-    return int((torch.cumsum(energy, 0) < threshold).sum().item())
+#: how an empty basis is started: ``strict`` (GPM's code) or ``inclusive`` (the later-task rule)
+FIRST_TASK_RULES = ("strict", "inclusive")
 
 
-def extend_basis(basis: Tensor | None, moment: Tensor, threshold: float = 0.9, side: str = "left") -> Tensor:
+def _count_first_task(energy: Tensor, threshold: float, rule: str) -> int:
+    # strict (GPM's code): the leading directions whose cumulative energy stays strictly below the
+    # threshold, so it can be 0 and never reaches the threshold itself. inclusive: the smallest count
+    # whose cumulative energy reaches it (GPM's criterion ‖M_k‖² ≥ ε‖M‖², and what the later-task rule
+    # does), i.e. one more, never more than the directions that carry energy
+    below = int((torch.cumsum(energy, 0) < threshold).sum().item())
+    if rule == "strict":
+        return below
+    return min(below + 1, int((energy > 0).sum().item()))
+
+
+def extend_basis(
+    basis: Tensor | None, moment: Tensor, threshold: float = 0.9, side: str = "left", first_task: str = "strict"
+) -> Tensor:
     """Grow an orthonormal basis from a task's first moment by the GPM cumulative-energy rule.
 
     With ``side="left"`` the basis spans row-space directions of ``moment`` (p, q) (left singular
     vectors); with ``side="right"`` it spans column-space directions (the rule applied to ``momentᵀ``).
     Writing M for the oriented (p, q) matrix and ``tot = ‖M‖_F²``:
 
-    * empty basis: ``M = U Σ Vᵀ``; keep ``c = #{i : Σ_{j≤i} σ_j²/tot < threshold}`` columns of U;
+    * empty basis: ``M = U Σ Vᵀ``; keep ``c = #{i : Σ_{j≤i} σ_j²/tot < threshold}`` columns of U
+      (``first_task="strict"``, GPM's code: c can be 0), or that count + 1, the smallest c whose
+      cumulative energy reaches the threshold (``"inclusive"``, as the rule below);
     * otherwise: ``M̂ = M − S Sᵀ M = Û Σ̂ V̂ᵀ``; start at ``acc = (tot − ‖M̂‖_F²)/tot`` (energy S already
       covers) and append columns of Û while ``acc < threshold``, adding ``σ̂_i²/tot`` each time.
 
@@ -262,16 +275,19 @@ def extend_basis(basis: Tensor | None, moment: Tensor, threshold: float = 0.9, s
         moment: the task's first moment (Adam's ``exp_avg``), (p, q) before orientation.
         threshold: ε in (0, 1]. Default 0.9 (GPM, GORP).
         side: ``left`` or ``right``.
+        first_task: rule for an empty basis, ``strict`` (default) or ``inclusive``.
 
     Returns:
         (p, c') orthonormal columns, c ≤ c' ≤ p, in ``moment``'s dtype.
 
     Raises:
-        ValueError: for a bad ``side``, a non-2-D moment, a threshold outside (0, 1] or a basis of the
-            wrong height.
+        ValueError: for a bad ``side`` or ``first_task``, a non-2-D moment, a threshold outside (0, 1] or
+            a basis of the wrong height.
     """
     if side not in SHARED_SIDES:
         raise ValueError(f"Invalid shared side: {side!r} - should be one of {', '.join(SHARED_SIDES)}")
+    if first_task not in FIRST_TASK_RULES:
+        raise ValueError(f"Invalid first-task rule: {first_task!r} - should be one of {', '.join(FIRST_TASK_RULES)}")
     if moment.ndim != 2:
         raise ValueError(f"extend_basis needs a 2-D moment, got shape {tuple(moment.shape)}.")
     if not 0.0 < threshold <= 1.0:
@@ -291,7 +307,7 @@ def extend_basis(basis: Tensor | None, moment: Tensor, threshold: float = 0.9, s
         return old[:, :p].to(moment.dtype)
     if old.shape[1] == 0:
         u, sigma, _ = torch.linalg.svd(m, full_matrices=False)
-        count = _count_first_task(sigma**2 / total, threshold)
+        count = _count_first_task(sigma**2 / total, threshold, first_task)
         new = u[:, :count]
     else:
         residual = m - old @ (old.T @ m)
