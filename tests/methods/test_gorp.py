@@ -191,7 +191,12 @@ def test_released_bug_flags_reset_full_rank_and_skip_projection(tmp_path):
     assert given == [0, 0]  # bases computed but never used
     fr = stats["full_rank"]
     assert fr["delta_norm_end"][0] > 0 and fr["delta_norm_start"][1] == 0.0  # task 2 restarts from W_init
-    assert stats["flags"] == {"reload_bases": False, "reset_full_rank_each_task": True}
+    assert stats["flags"] == {
+        "reload_bases": False,
+        "reset_full_rank_each_task": True,
+        "first_task_rule": "strict",
+        "full_rank_reg": 0.0,
+    }
     # each task's basis holds only that task's directions (never accumulated), so sizes need not grow
     assert all(len(h) == 2 for h in stats["basis_sizes"]["full_rank"].values())
 
