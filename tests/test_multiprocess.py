@@ -66,3 +66,8 @@ def test_two_processes_match_one(tmp_path):
     preds = [json.loads(line) for line in (tmp_path / "multi" / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 3 * 16 and len({(p["task"], p["id"]) for p in preds}) == 48
     assert not list((tmp_path / "multi").glob("**/*.tmp"))
+    # the checkpoint holds both processes' generator states, each restored by its own process on resume
+    state = json.loads((tmp_path / "multi" / "checkpoint" / "state.json").read_text())
+    assert len(state["rng_ranks"]) == 2
+    single_state = json.loads((tmp_path / "single" / "checkpoint" / "state.json").read_text())
+    assert single_state["rng_ranks"] is None

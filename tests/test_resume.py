@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import clift
-from clift.checkpoint import join_state, split_state
+from clift.checkpoint import join_state, set_rng_state, split_state
 from clift.errors import ResumeError
 
 from .conftest import fixture_stream, tiny_config
@@ -196,3 +196,33 @@ def test_sigkill_in_the_middle_of_task_two_then_rerun(tmp_path):
         a.pop(key, None)
         b.pop(key, None)
     assert a == b
+
+
+def test_checkpoint_keeps_every_process_generators(tmp_path):
+    """A multi-process checkpoint restores each process's own generator states; an older or
+    one-process checkpoint gives every process the main process's."""
+    from clift.checkpoint import Checkpoint, load_checkpoint, rng_state, save_checkpoint
+
+    torch.manual_seed(1)
+    main = rng_state()
+    torch.manual_seed(2)
+    other = rng_state()
+    model = {"w": torch.ones(2)}
+    save_checkpoint(
+        tmp_path / "multi", Checkpoint(stage=1, step=2, model=model, method={}, rng=main, rng_ranks=[main, other])
+    )
+    save_checkpoint(tmp_path / "single", Checkpoint(stage=1, step=2, model=model, method={}, rng=main))
+    multi = load_checkpoint(tmp_path / "multi" / "checkpoint")
+    single = load_checkpoint(tmp_path / "single" / "checkpoint")
+    assert torch.equal(multi.rng_for(0)[1]["torch"], main[1]["torch"])
+    assert torch.equal(multi.rng_for(1)[1]["torch"], other[1]["torch"])
+    assert not torch.equal(main[1]["torch"], other[1]["torch"])
+    assert multi.rng_for(1)[0] == json.loads(json.dumps(other[0]))
+    assert set(multi.rng[1]) == set(main[1])  # the per-process tensors do not leak into the main states
+    for rank in (0, 1):
+        assert torch.equal(single.rng_for(rank)[1]["torch"], main[1]["torch"])
+    # restoring rank 1's states reproduces rank 1's next draws
+    torch.manual_seed(2)
+    expected = torch.rand(3)
+    set_rng_state(*multi.rng_for(1))
+    assert torch.equal(torch.rand(3), expected)

@@ -9,7 +9,7 @@ new checkpoint, never a mix::
     model.safetensors      the tracked model tensors (adapters, and any base weight that ever trained)
     method.safetensors     the method's ``state_dict()`` (bases, Fisher, anchors, memories, …)
     optimizer.safetensors  mid-stage only: the optimizer's and scheduler's tensors
-    rng.safetensors        torch CPU (and CUDA) generator states
+    rng.safetensors        torch CPU (and CUDA) generator states, of every process when there are several
 
 Nested states (an optimizer ``state_dict()``) are split by :func:`split_state` into a tensor dict and a
 JSON skeleton with ``{"__tensor__": key}`` placeholders, and rebuilt by :func:`join_state`.
@@ -136,7 +136,9 @@ class Checkpoint:
         method: the method's ``state_dict()``.
         optimizer / scheduler: their ``state_dict()`` (mid-stage only).
         losses / extra_losses / skipped: the stage's training log so far (mid-stage only).
-        rng: (json part, tensor part) of the generator states.
+        rng: (json part, tensor part) of the generator states (of the main process).
+        rng_ranks: the same for every process of a multi-process run, indexed by process rank (each
+            process advances its own CUDA generator); None for one process.
         tracked: names of the model tensors the run tracks.
         results: the run's results (completed rows) when the checkpoint was written — the source of
             truth on resume, so a crash between writing the checkpoint and results.json loses nothing.
@@ -152,8 +154,18 @@ class Checkpoint:
     extra_losses: list[float] = field(default_factory=list)
     skipped: int = 0
     rng: tuple[dict[str, Any], dict[str, torch.Tensor]] | None = None
+    rng_ranks: list[tuple[dict[str, Any], dict[str, torch.Tensor]]] | None = None
     tracked: list[str] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
+
+    def rng_for(self, rank: int) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """The generator states process ``rank`` should restore: its own when they were saved, else the
+        main process's (a one-process checkpoint, or one written before per-process states existed)."""
+        if self.rng_ranks is not None and 0 <= rank < len(self.rng_ranks):
+            return self.rng_ranks[rank]
+        if self.rng is None:
+            raise ResumeError("the checkpoint holds no generator states; rerun with --force to start over.")
+        return self.rng
 
 
 def save_checkpoint(run_dir: Path, ckpt: Checkpoint) -> Path:
@@ -177,6 +189,12 @@ def save_checkpoint(run_dir: Path, ckpt: Checkpoint) -> Path:
         opt_t = {**t1, **t2}
         save_file(opt_t, str(tmp / "optimizer.safetensors"))
     rng_json, rng_t = ckpt.rng if ckpt.rng is not None else rng_state()
+    ranks_json = None
+    if ckpt.rng_ranks is not None:
+        ranks_json = [part for part, _ in ckpt.rng_ranks]
+        # copies: a rank's tensors may be the main states' own objects, and safetensors refuses shared storage
+        per_rank = {f"rank{i}.{k}": v.clone() for i, (_, t) in enumerate(ckpt.rng_ranks) for k, v in t.items()}
+        rng_t = {**rng_t, **per_rank}
     save_file(rng_t, str(tmp / "rng.safetensors"))
     state = {
         "format": 1,
@@ -190,6 +208,7 @@ def save_checkpoint(run_dir: Path, ckpt: Checkpoint) -> Path:
         "extra_losses": ckpt.extra_losses,
         "skipped": ckpt.skipped,
         "rng": rng_json,
+        "rng_ranks": ranks_json,
         "results": ckpt.results,
     }
     (tmp / "state.json").write_text(json.dumps(state) + "\n", encoding="utf-8")
@@ -229,7 +248,14 @@ def load_checkpoint(folder: Path) -> Checkpoint:
             t = load_file(str(folder / "optimizer.safetensors"))
             opt = join_state(state["optimizer"], t)
             sched = join_state(state["scheduler"], t)
-        rng = (state["rng"], load_file(str(folder / "rng.safetensors")))
+        rng_t = load_file(str(folder / "rng.safetensors"))
+        rng = (state["rng"], {k: v for k, v in rng_t.items() if not k.startswith("rank")})
+        rng_ranks = None
+        if state.get("rng_ranks") is not None:
+            rng_ranks = [
+                (part, {k.split(".", 1)[1]: v for k, v in rng_t.items() if k.startswith(f"rank{i}.")})
+                for i, part in enumerate(state["rng_ranks"])
+            ]
     except (OSError, ValueError, KeyError) as err:
         raise ResumeError(
             f"the checkpoint in {str(folder)!r} is unreadable ({err}); rerun with --force to start the run over."
@@ -245,6 +271,7 @@ def load_checkpoint(folder: Path) -> Checkpoint:
         extra_losses=state.get("extra_losses", []),
         skipped=state.get("skipped", 0),
         rng=rng,
+        rng_ranks=rng_ranks,
         tracked=state.get("tracked", []),
         results=state.get("results", {}),
     )

@@ -27,6 +27,7 @@ from clift.checkpoint import (
     Checkpoint,
     find_checkpoint,
     load_checkpoint,
+    rng_state,
     save_checkpoint,
     set_rng_state,
 )
@@ -255,11 +256,18 @@ class Runner:
                     self._trained_ids.add(id(params[name]))  # a base weight that trained in an earlier stage
 
     def _save_checkpoint(self, model: nn.Module, stage: int, step: int, **mid: Any) -> None:
+        # every process's generators, so each resumes its own stream (collective: all processes call this)
+        ranks = None
+        if self.acc.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            ranks = gather_object([rng_state()])
         if not self.acc.is_main_process:
             return
         ckpt = Checkpoint(
             stage=stage,
             step=step,
+            rng_ranks=ranks,
             model=self._tracked(model),
             method=self.method.state_dict(),
             tracked=sorted(self._tracked(model)),
@@ -357,7 +365,7 @@ class Runner:
             if ckpt.step == 0:
                 self._load_tracked(model, ckpt.model)
                 method.load_state_dict(ckpt.method)
-                set_rng_state(*ckpt.rng)
+                set_rng_state(*ckpt.rng_for(self.acc.process_index))
 
         for stage in stages[start:]:
             model = method.before_task(model, stage)
@@ -541,7 +549,7 @@ class Runner:
         for _ in range(sum(plan[:first_step])):  # fast-forward the data to where the checkpoint stopped
             next(batches)
         if resume is not None:
-            set_rng_state(*resume.rng)
+            set_rng_state(*resume.rng_for(self.acc.process_index))
         from tqdm.auto import tqdm
 
         bar = tqdm(
