@@ -124,10 +124,10 @@ def test_markdown_flags_wall_times_from_different_thread_counts():
     rows = aggregate(results, labels)
     assert rows[1]["torch_threads"] == [1, 2] and rows[2]["torch_threads"] == [2]
     text = format_markdown(rows)
-    assert "different CPU thread counts" in text and "a (1, 2)" in text and "b (" not in text
+    assert "different CPU thread counts" in text and "a (1 thread, 2 threads)" in text and "b (" not in text
     # runs made before clift recorded the thread count are named as such; one setting is not flagged
     del results[1]["environment"]
-    assert "a (2, unrecorded)" in format_markdown(aggregate(results, labels))
+    assert "a (2 threads, unrecorded)" in format_markdown(aggregate(results, labels))
     results[0].pop("environment")
     assert "thread counts" not in format_markdown(aggregate(results[:2], labels[:2]))
 

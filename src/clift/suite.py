@@ -559,6 +559,10 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _threads(count: int | None) -> str:
+    return "unrecorded" if count is None else f"{count} thread" + ("" if count == 1 else "s")
+
+
 def format_markdown(
     rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any] | None = None, command: str | None = None
 ) -> str:
@@ -582,10 +586,7 @@ def format_markdown(
         out.append("Runs made inline share one process, so a CPU peak includes earlier runs of the same process.")
     mixed = [r for r in rows if len(r.get("torch_threads") or []) > 1]
     if mixed:
-        parts = [
-            f"{r['label']} ({', '.join('unrecorded' if t is None else str(t) for t in r['torch_threads'])})"
-            for r in mixed
-        ]
+        parts = [f"{r['label']} ({', '.join(_threads(t) for t in r['torch_threads'])})" for r in mixed]
         out.append(
             "Wall time mixes runs made with different CPU thread counts (`environment.torch_threads` in "
             f"results.json), so it is not comparable across those runs: {'; '.join(parts)}."
