@@ -1,5 +1,6 @@
-"""File I/O: atomic writes (a crash never leaves a half-written result, config or checkpoint behind) and
-the one YAML reader every config, suite, benchmark and stream file goes through."""
+"""File I/O: atomic writes (a crash never leaves a half-written result, config or checkpoint behind),
+paths relative to the files that name them, and the one YAML reader every config, suite, benchmark and
+stream file goes through."""
 
 from __future__ import annotations
 
@@ -51,6 +52,15 @@ def atomic_write_json(path: str | Path, data: Any) -> Path:
 def read_json(path: str | Path) -> Any:
     """Read a JSON file."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def relative_path(path: str | Path, start: str | Path) -> str:
+    """``path`` as seen from the folder ``start`` (POSIX separators), so files that name each other can be
+    moved or committed together; ``path`` unchanged where no relative form exists (another drive)."""
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), Path(start).resolve())).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def read_yaml(path: str | Path, error: type[Exception], what: str, hint: str = "") -> Any:

@@ -9,12 +9,11 @@ chart. Needs matplotlib (``pip install clift[report]``).
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from clift.errors import CliftError
-from clift.io import atomic_write_text
+from clift.io import atomic_write_text, relative_path
 from clift.results import format_matrix, read_results
 
 
@@ -103,14 +102,6 @@ def _run_label(results: dict[str, Any], run_dir: Path) -> str:
     return str(results.get("run", {}).get("name") or run_dir.name)
 
 
-def _relative_path(path: Path, start: Path) -> str:
-    """``path`` as seen from ``start`` (so a report and its runs can be moved or committed together)."""
-    try:
-        return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
-    except ValueError:  # different drives on Windows
-        return str(path)
-
-
 def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
     """Write ``report.md`` and PNG plots for ``run_dirs`` into ``out``.
 
@@ -154,7 +145,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> P
         lines += [
             f"## {label}",
             "",
-            f"`{_relative_path(d, out)}` — method `{res['run']['method']}`, stream `{res['run']['stream']}`, "
+            f"`{relative_path(d, out)}` — method `{res['run']['method']}`, stream `{res['run']['stream']}`, "
             f"status {res['status']}",
             "",
         ]

@@ -51,7 +51,7 @@ import yaml
 
 from clift.config import load_yaml, upgrade_config
 from clift.errors import ConfigError, ResumeError, TrainingError
-from clift.io import atomic_write_json, atomic_write_text
+from clift.io import atomic_write_json, atomic_write_text, relative_path
 from clift.results import RESULTS_FILE
 
 log = logging.getLogger("clift")
@@ -204,14 +204,6 @@ def _json_normal(obj: Any) -> Any:
     from clift.results import _clean
 
     return json.loads(json.dumps(_clean(obj)))
-
-
-def _relative_to(path: Path, base: Path) -> str:
-    """``path`` relative to ``base`` when it lies under it, else ``path`` as given (POSIX separators)."""
-    try:
-        return path.resolve().relative_to(base.resolve()).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def apply_suite_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -755,7 +747,7 @@ def run_suite(
                 "order": r.order,
                 "seed": r.seed,
                 # relative to output_dir, so a suite directory can be moved or committed as a whole
-                "run_dir": _relative_to(r.run_dir, suite.output_dir),
+                "run_dir": relative_path(r.run_dir, suite.output_dir),
                 "state": r.state,
             }
             for r in runs

@@ -190,6 +190,16 @@ class GaLoreFields:
         }
 
 
+def norms_to_tensor(values: list[float | None]) -> torch.Tensor:
+    """A list of optional floats (per-task norms) as a float64 tensor, NaN where unknown (state dicts hold tensors)."""
+    return torch.tensor([float("nan") if v is None else v for v in values], dtype=torch.float64)
+
+
+def norms_from_tensor(tensor: torch.Tensor) -> list[float | None]:
+    """Inverse of :func:`norms_to_tensor` (NaN → None)."""
+    return [None if v != v else float(v) for v in tensor.tolist()]
+
+
 class FullRankWeights:
     """The base-model weight matrices a method trains in full rank, with their initial values.
 
@@ -397,11 +407,7 @@ class GaLore(ContinualMethod):
     def state_dict(self) -> dict[str, torch.Tensor]:
         """``delta_norms`` (float64, one per finished task, NaN where unknown), so a resumed run reports
         the same (the weights are model tensors, the projectors live in the optimizer's state)."""
-        return {
-            "delta_norms": torch.tensor(
-                [float("nan") if v is None else v for v in self.delta_norms], dtype=torch.float64
-            )
-        }
+        return {"delta_norms": norms_to_tensor(self.delta_norms)}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore :meth:`state_dict` (an empty state, from a checkpoint written before it existed, loads too).
@@ -415,7 +421,7 @@ class GaLore(ContinualMethod):
                 f"unexpected galore state keys {unknown}; expected only 'delta_norms'. Resume with the same method."
             )
         if "delta_norms" in state:
-            self.delta_norms = [None if v != v else float(v) for v in state["delta_norms"].tolist()]  # NaN → None
+            self.delta_norms = norms_from_tensor(state["delta_norms"])
 
     def stats(self) -> dict[str, Any]:
         w = self.weights

@@ -35,6 +35,8 @@ from clift.methods.galore import (
     default_full_rank_patterns,
     lora_exclusions,
     match_modules,
+    norms_from_tensor,
+    norms_to_tensor,
     should_save_delta,
 )
 from clift.methods.inc_lora import IncLoRA
@@ -374,8 +376,7 @@ class GORP(IncLoRA):
         for (kind, module), history in self.basis_history.items():
             out[f"sizes/{kind}/{module}"] = torch.tensor(history, dtype=torch.int64)
         for key in ("delta_norm_start", "delta_norm_end"):
-            values = [float("nan") if v is None else v for v in getattr(self, key)]
-            out[key] = torch.tensor(values, dtype=torch.float64)
+            out[key] = norms_to_tensor(getattr(self, key))
         out.update({f"task_start/{k}": v.detach().cpu().contiguous() for k, v in self._task_start.items()})
         return out
 
@@ -393,7 +394,7 @@ class GORP(IncLoRA):
                 task_start[key.removeprefix("task_start/")] = tensor
                 continue
             if key in ("delta_norm_start", "delta_norm_end"):
-                setattr(self, key, [None if v != v else float(v) for v in tensor.tolist()])  # NaN → None
+                setattr(self, key, norms_from_tensor(tensor))
                 continue
             prefix, _, rest = key.partition("/")
             kind, _, module = rest.partition("/")
