@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import resource
-import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from clift import safety
 from clift.checkpoint import (
     CHECKPOINT_DIR,
     Checkpoint,
@@ -34,8 +34,10 @@ from clift.checkpoint import (
 from clift.config import RunConfig, load_config, upgrade_config
 from clift.data.collate import PromptEncoder, TrainCollator
 from clift.data.task import Stream, Task
+from clift.divergence import DivergenceGuard
 from clift.errors import ConfigError, DataError, ResumeError, TrainingError
 from clift.evaluation import Evaluator
+from clift.integrity import check_data_unchanged, check_shapes, check_stage_range
 from clift.methods import ContinualMethod, MethodContext, Stage, build_method
 from clift.metrics import all_metrics
 from clift.models import load_model
@@ -198,10 +200,11 @@ class Runner:
         existing = self.run_dir / RESULTS_FILE
         if existing.exists() and self.force:
             if self.acc.is_main_process:
-                shutil.rmtree(self.run_dir)
+                safety.remove_clift_folder(self.run_dir, "run")  # refuses another tool's folder or a link
             self.acc.wait_for_everyone()
+        safety.claim_folder(self.run_dir, "run", "use a new output_dir (or name)")
+        safety.refuse_symlinks(self.run_dir, *(self.run_dir / e for e in safety.RUN_ENTRIES))
         if not existing.exists():
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             return None, None
         old = read_results(self.run_dir)
         diff = config_diff(upgrade_config(old.get("config", {})), self.cfg.to_dict())
@@ -249,6 +252,7 @@ class Runner:
                 f"the checkpoint holds {len(missing)} tensor(s) the rebuilt model does not have (first: "
                 f"{missing[0]!r}); the method's structure changed since the run started. Rerun with --force."
             )
+        check_shapes(tensors, named, f"checkpoint of {str(self.run_dir)!r}")
         with torch.no_grad():
             for name, value in tensors.items():
                 named[name].copy_(value.to(named[name].device, named[name].dtype))
@@ -289,6 +293,10 @@ class Runner:
             return RunResult(self.run_dir, old_results, is_main_process=self.acc.is_main_process)
         set_seed(cfg.seed)
         stream = self._load_stream()
+        if old_results is not None:  # a data file edited since the run started must not be trained on silently
+            check_data_unchanged(
+                (ckpt.results if ckpt else old_results).get("data"), self._provenance(stream), self.run_dir
+            )
         loaded = load_model(cfg.model)
         model, tok, kind = loaded.model, loaded.tokenizer, loaded.kind
         model.to(self.acc.device)
@@ -357,6 +365,7 @@ class Runner:
 
         start = 0
         if ckpt is not None:
+            check_stage_range(ckpt, len(stages), self.run_dir / CHECKPOINT_DIR)
             start = ckpt.stage
             for done in stages[:start]:  # rebuild the structure of completed stages; values come next
                 model = method.before_task(model, done)
@@ -389,6 +398,7 @@ class Runner:
             saved: list[str] = []
             if cfg.save_adapters and self.acc.is_main_process:
                 folder = self.run_dir / ADAPTERS_DIR / f"{stage.index}-{stage.name}"
+                safety.refuse_symlinks(self.run_dir, folder)
                 saved = [str(p.relative_to(self.run_dir)) for p in method.save_task(model, stage, folder)]
             results["stages"].append(stage.name)
             results["matrix"].append(row)
@@ -560,6 +570,7 @@ class Runner:
             disable=not (cfg.log.progress and acc.is_local_main_process),
         )
         every = cfg.train.checkpoint_every
+        guard = DivergenceGuard(params, cfg.train, stage, self.run_dir / CHECKPOINT_DIR)
         try:
             for step in range(first_step, len(plan)):
                 n = plan[step]
@@ -600,6 +611,7 @@ class Runner:
                 method.after_step(model)
                 losses.append(step_loss)
                 extra_losses.append(step_extra)
+                guard.check(step, step_loss)
                 bar.update(1)
                 if (step + 1) % cfg.log.log_every == 0 or step + 1 == len(plan):
                     bar.set_postfix(loss=f"{np.mean(losses[-cfg.log.log_every :]):.3f}")

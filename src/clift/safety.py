@@ -1,0 +1,218 @@
+"""What clift may write and delete: its own folders only, never through a symlink.
+
+clift marks every folder it creates for output with a small marker file (``.clift-run``,
+``.clift-export``, ``.clift-report``). A non-empty folder without the marker is somebody else's:
+clift refuses to write into it or delete it. Folders written by clift before markers existed are
+recognised by clift's own files (``results.json`` / ``config.yaml`` / ``checkpoint`` for a run,
+``clift_export.json`` for an export, ``report.md`` for a report), so they still resume and export.
+
+No write or delete inside a run, export or report folder goes through a symbolic link: a link where
+clift would write is refused, naming it, so its target is never touched.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+from clift.errors import CliftError
+
+MARKERS = {"run": ".clift-run", "export": ".clift-export", "report": ".clift-report"}
+# files that identify a folder written by a clift without markers (backward compatibility)
+_LEGACY = {
+    "run": ("results.json", "config.yaml", "checkpoint"),
+    "export": ("clift_export.json",),
+    "report": ("report.md",),
+}
+# entries clift writes inside a run folder (an export may not be written over any of them)
+RUN_ENTRIES = (
+    "results.json",
+    "config.yaml",
+    "predictions.jsonl",
+    "adapters",
+    "checkpoint",
+    "checkpoint.tmp",
+    "checkpoint.old",
+    "report",
+    MARKERS["run"],
+)
+SHOWN = 200  # at most this many characters of a user value appear in a message
+
+
+class UnsafePathError(CliftError, OSError):
+    """A path clift was asked to write or delete is not clift's, is a symlink, or cannot be written."""
+
+
+def shorten(value: object, limit: int = SHOWN) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so a huge value never floods a message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(text)} characters)"
+
+
+def name_problems(name: object, key: str = "name") -> list[str]:
+    """Problems with a run name used as a folder name (``runs/<name>``): separators, ``..``, empties.
+
+    Returns:
+        One message per problem (empty when the name is fine).
+    """
+    if not isinstance(name, str):
+        return []  # the type check reports it
+    bad = not name.strip() or "/" in name or "\\" in name or name in (".", "..") or "\x00" in name
+    if bad:
+        return [
+            f"{key}: got {shorten(name)}; a run name becomes a folder under runs/, so it must be a non-empty "
+            "name without '/', '\\' or '..'. Use a plain name, or set output_dir for another location."
+        ]
+    return []
+
+
+def os_problem(err: OSError) -> str:
+    """A short reason for an ``OSError`` on a write (read-only, permission, disk full, not a folder)."""
+    reasons = {
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "the disk quota is exceeded",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+        errno.EEXIST: "a file is in the way",
+        errno.ENAMETOOLONG: "the name is too long",
+    }
+    return reasons.get(err.errno or 0, err.strerror or type(err).__name__)
+
+
+def write_error(path: Path | str, err: OSError, what: str, fix: str) -> UnsafePathError:
+    """The error for a failed write of ``what`` at ``path`` (reason from :func:`os_problem`)."""
+    return UnsafePathError(f"cannot write the {what} at {shorten(str(path))}: {os_problem(err)}; {fix}")
+
+
+def is_clift_folder(path: Path, kind: str) -> bool:
+    """Whether ``path`` is a folder clift wrote as ``kind`` (marker, or clift's own files from before markers)."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return (path / MARKERS[kind]).is_file() or any((path / f).exists() for f in _LEGACY[kind])
+
+
+def refuse_symlinks(root: Path, *paths: Path) -> None:
+    """Refuse when ``root``, or any existing component of ``paths`` below ``root``, is a symbolic link.
+
+    Raises:
+        UnsafePathError: naming the link.
+    """
+    root = Path(root)
+    links = [root] if root.is_symlink() else []
+    for path in paths:
+        rel = Path(path).relative_to(root) if Path(path).is_relative_to(root) else None
+        if rel is None:
+            continue
+        cur = root
+        for part in rel.parts:
+            cur = cur / part
+            if cur.is_symlink():
+                links.append(cur)
+                break
+    if links:
+        raise UnsafePathError(
+            f"{str(links[0])!r} is a symbolic link; clift never writes or deletes through links inside its "
+            "folders. Remove the link (its target is untouched), or use another output folder."
+        )
+
+
+def claim_folder(path: Path, kind: str, fix: str) -> Path:
+    """Make ``path`` clift's ``kind`` folder: create it (with its marker) or check that it already is one.
+
+    Args:
+        path: the folder.
+        kind: ``run``, ``export`` or ``report``.
+        fix: what the user can do instead (appended to a refusal).
+
+    Raises:
+        UnsafePathError: if ``path`` is a file or a symlink, a non-empty folder clift did not write, or
+            cannot be written (read-only, permission, disk full).
+    """
+    path = Path(path)
+    if path.is_symlink():
+        raise UnsafePathError(
+            f"{str(path)!r} is a symbolic link; clift writes its {kind} folders only as real folders; {fix}"
+        )
+    if path.exists() and not path.is_dir():
+        raise UnsafePathError(f"{str(path)!r} is a file, not a folder; the {kind} output needs a folder; {fix}")
+    if path.is_dir() and any(path.iterdir()) and not is_clift_folder(path, kind):
+        raise UnsafePathError(
+            f"{str(path)!r} is a non-empty folder that clift did not write (no {MARKERS[kind]} marker); clift "
+            f"never writes into or deletes another tool's files; {fix}"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        marker = path / MARKERS[kind]
+        if not marker.is_file():
+            if marker.is_symlink():
+                raise UnsafePathError(f"{str(marker)!r} is a symbolic link; remove it; {fix}")
+            marker.write_text(f"written by clift; this {kind} folder may be rewritten by clift\n", encoding="utf-8")
+    except OSError as err:
+        if isinstance(err, UnsafePathError):
+            raise
+        raise write_error(path, err, f"{kind} folder", fix) from None
+    return path
+
+
+def remove_clift_folder(path: Path, kind: str) -> None:
+    """Delete a folder clift wrote as ``kind``; never a symlink, never another tool's folder.
+
+    ``shutil.rmtree`` unlinks links inside the tree without following them (it is symlink-attack safe
+    on this platform when ``shutil.rmtree.avoids_symlink_attacks``).
+
+    Raises:
+        UnsafePathError: if ``path`` is a symlink, a file, or a non-empty folder clift did not write.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    claim_check = "use another folder, or empty it yourself"
+    if path.is_symlink() or not path.is_dir():
+        what = "a symbolic link" if path.is_symlink() else "a file"
+        raise UnsafePathError(f"{str(path)!r} is {what}; clift deletes only folders it wrote; {claim_check}.")
+    if any(path.iterdir()) and not is_clift_folder(path, kind):
+        raise UnsafePathError(
+            f"{str(path)!r} holds files clift did not write (no {MARKERS[kind]} marker); clift will not delete "
+            f"it; {claim_check}."
+        )
+    try:
+        shutil.rmtree(path)
+    except OSError as err:
+        raise write_error(
+            path, err, f"{kind} folder (to start it over)", "fix its permissions or use another folder."
+        ) from None
+
+
+def refuse_link_target(path: Path) -> Path:
+    """``path`` if writing it will not go through a symlink (a pre-existing link there is refused)."""
+    path = Path(path)
+    if path.is_symlink():
+        raise UnsafePathError(
+            f"{str(path)!r} is a symbolic link; clift will not write through it (its target is untouched). "
+            "Remove the link, or write the report elsewhere with --out."
+        )
+    return path
+
+
+def export_target(run_dir: Path, out: Path) -> None:
+    """Refuse an export destination that is the run folder, holds it, or is one of the run's own entries.
+
+    Raises:
+        UnsafePathError: naming the destination and the fix.
+    """
+    run_abs, out_abs = Path(os.path.abspath(run_dir)), Path(os.path.abspath(out))
+    fix = "choose a new folder with --out (e.g. RUN_DIR/export-adapter, the default)."
+    if out_abs == run_abs or run_abs.is_relative_to(out_abs):
+        raise UnsafePathError(
+            f"--out {str(out)!r} is the run folder or holds it; an export never replaces a run; {fix}"
+        )
+    inside = out_abs.is_relative_to(run_abs)
+    if inside and (out_abs.parent != run_abs or out_abs.name in RUN_ENTRIES):
+        raise UnsafePathError(f"--out {str(out)!r} is inside the run's own files; {fix}")
+    if is_clift_folder(out_abs, "run"):
+        raise UnsafePathError(f"--out {str(out)!r} is another run's folder; an export never replaces a run; {fix}")
