@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clift", description="Continual Low-rank Fine-Tuning.")
     parser.add_argument("--version", action="version", version=f"clift {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more (and show tracebacks)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run a continual task stream and write the accuracy matrix")
@@ -203,13 +204,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except CliftError as err:
-        if args.verbose:
+        if args.verbose or args.debug:
             raise
         print(f"clift: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("clift: interrupted; completed stages are saved in the run directory.", file=sys.stderr)
         return 130
+    except Exception as err:  # last resort: one line, never a raw traceback (unless --debug)
+        if args.debug:
+            raise
+        from clift.safety import unexpected_error_line
+
+        print(unexpected_error_line(err), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ per stage) and loading the checkpointed tensors. Then:
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,10 +24,12 @@ import torch
 from peft import PeftModel
 from torch import nn
 
+from clift import safety
 from clift.checkpoint import find_checkpoint, load_checkpoint
 from clift.config import load_config
 from clift.data.task import Stream, Task
 from clift.errors import CliftError
+from clift.integrity import check_shapes, check_stage_range
 from clift.io import atomic_write_json
 from clift.methods import MethodContext, build_method
 from clift.models import load_model
@@ -100,6 +101,7 @@ def rebuild_final_model(run_dir: str | Path) -> Rebuilt:
         )
     )
     model = method.attach(model)
+    check_stage_range(ckpt, len(method.stages(stream)), folder)
     for stage in method.stages(stream):
         model = method.before_task(model, stage)
         model = method.restore_task(model, stage)
@@ -107,6 +109,7 @@ def rebuild_final_model(run_dir: str | Path) -> Rebuilt:
     missing = sorted(set(ckpt.model) - set(named))
     if missing:
         raise CliftError(f"the run's checkpoint does not fit the rebuilt model (first unknown tensor {missing[0]!r}).")
+    check_shapes(ckpt.model, named, f"checkpoint of {str(run_dir)!r}")
     with torch.no_grad():
         for name, value in ckpt.model.items():
             named[name].copy_(value)
@@ -135,13 +138,14 @@ def export_run(
     """
     if mode not in ("adapter", "merged"):
         raise CliftError(f"export mode {mode!r} is unknown; use 'adapter' or 'merged'.")
+    out = Path(out) if out is not None else Path(run_dir) / f"export-{mode}"
+    safety.export_target(Path(run_dir), out)  # before the slow rebuild: never over a run or foreign files
+    safety.check_folder(out, "export", "choose another folder with --out.")
     rebuilt = rebuild_final_model(run_dir)
     model, tok, method, results = rebuilt.model, rebuilt.tokenizer, rebuilt.method, rebuilt.results
     name = results["run"]["method"]
-    out = Path(out) if out is not None else Path(run_dir) / f"export-{mode}"
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    safety.remove_clift_folder(out, "export")
+    safety.claim_folder(out, "export", "choose another folder with --out.")
     info: dict[str, Any] = {"run_dir": str(run_dir), "method": name, "mode": mode, "tasks": results["tasks"]}
     if mode == "adapter":
         if not isinstance(model, PeftModel):

@@ -135,7 +135,7 @@ def check_shapes(tensors: Mapping[str, torch.Tensor], named: Mapping[str, torch.
 # results.json
 # --------------------------------------------------------------------------------------------------
 
-_RESULT_TYPES = {"status": str, "run": Mapping, "tasks": list, "stages": list, "matrix": list}
+_RESULT_TYPES = {"status": str, "run": Mapping, "tasks": list, "stages": list, "matrix": list, "timings": Mapping}
 
 
 def load_results_file(path: Path) -> dict[str, Any]:

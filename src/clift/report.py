@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from clift import safety
 from clift.errors import CliftError
 from clift.io import atomic_write_text, relative_path
 from clift.results import format_matrix, read_results
@@ -123,8 +124,8 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> P
         if not (d / "results.json").is_file():
             raise CliftError(f"{str(d)!r} holds no results.json; give folders written by `clift run`.")
     out = Path(out) if out is not None else (dirs[0] / "report" if len(dirs) == 1 else Path("report"))
-    out.mkdir(parents=True, exist_ok=True)
     all_results = [read_results(d) for d in dirs]
+    safety.claim_folder(out, "report", "choose another folder with --out.")
     lines = ["# clift report", ""]
     complete = [(d, r) for d, r in zip(dirs, all_results, strict=True) if r.get("status") == "complete"]
     if len(complete) > 1:
@@ -132,7 +133,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> P
 
         rows = aggregate([r for _, r in complete])
         lines += ["## Summary (mean ± std over runs)", "", format_table(rows), ""]
-        lines += [f"![AA per method]({aa_bars(rows, out / 'aa.png').name})", ""]
+        lines += [f"![AA per method]({aa_bars(rows, safety.refuse_link_target(out / 'aa.png')).name})", ""]
     used: set[str] = set()
     for d, res in zip(dirs, all_results, strict=True):
         label = _run_label(res, d)
@@ -151,8 +152,8 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> P
         ]
         if res.get("matrix"):
             lines += ["```", format_matrix(res), "```", ""]
-            hm = heatmap(res, out / f"{stem}-matrix.png")
-            fc = forgetting_curves(res, out / f"{stem}-curves.png")
+            hm = heatmap(res, safety.refuse_link_target(out / f"{stem}-matrix.png"))
+            fc = forgetting_curves(res, safety.refuse_link_target(out / f"{stem}-curves.png"))
             lines += [f"![accuracy matrix]({hm.name})", f"![accuracy over the stream]({fc.name})", ""]
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))

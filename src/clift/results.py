@@ -103,7 +103,9 @@ def write_predictions(run_dir: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def read_results(run_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / RESULTS_FILE).read_text(encoding="utf-8"))
+    from clift.integrity import load_results_file  # checks the shape; a damaged file gets one clear error
+
+    return load_results_file(Path(run_dir) / RESULTS_FILE)
 
 
 def _fmt(v: float | None, signed: bool = False) -> str:

@@ -121,17 +121,11 @@ def refuse_symlinks(root: Path, *paths: Path) -> None:
         )
 
 
-def claim_folder(path: Path, kind: str, fix: str) -> Path:
-    """Make ``path`` clift's ``kind`` folder: create it (with its marker) or check that it already is one.
-
-    Args:
-        path: the folder.
-        kind: ``run``, ``export`` or ``report``.
-        fix: what the user can do instead (appended to a refusal).
+def check_folder(path: Path, kind: str, fix: str) -> Path:
+    """Check, without changing anything, that ``path`` may become (or already is) clift's ``kind`` folder.
 
     Raises:
-        UnsafePathError: if ``path`` is a file or a symlink, a non-empty folder clift did not write, or
-            cannot be written (read-only, permission, disk full).
+        UnsafePathError: if ``path`` is a symlink, a file, or a non-empty folder clift did not write.
     """
     path = Path(path)
     if path.is_symlink():
@@ -145,6 +139,22 @@ def claim_folder(path: Path, kind: str, fix: str) -> Path:
             f"{str(path)!r} is a non-empty folder that clift did not write (no {MARKERS[kind]} marker); clift "
             f"never writes into or deletes another tool's files; {fix}"
         )
+    return path
+
+
+def claim_folder(path: Path, kind: str, fix: str) -> Path:
+    """Make ``path`` clift's ``kind`` folder: create it (with its marker) or check that it already is one.
+
+    Args:
+        path: the folder.
+        kind: ``run``, ``export`` or ``report``.
+        fix: what the user can do instead (appended to a refusal).
+
+    Raises:
+        UnsafePathError: if ``path`` is a file or a symlink, a non-empty folder clift did not write, or
+            cannot be written (read-only, permission, disk full).
+    """
+    path = check_folder(path, kind, fix)
     try:
         path.mkdir(parents=True, exist_ok=True)
         marker = path / MARKERS[kind]
@@ -216,3 +226,16 @@ def export_target(run_dir: Path, out: Path) -> None:
         raise UnsafePathError(f"--out {str(out)!r} is inside the run's own files; {fix}")
     if is_clift_folder(out_abs, "run"):
         raise UnsafePathError(f"--out {str(out)!r} is another run's folder; an export never replaces a run; {fix}")
+
+
+def unexpected_error_line(err: BaseException) -> str:
+    """The CLI's one line for an error clift did not anticipate (a disk error gets its reason and path)."""
+    if isinstance(err, OSError) and err.filename is not None:
+        where = shorten(str(err.filename))
+        return (
+            f"clift: error: cannot access {where}: {os_problem(err)}; free space, fix permissions or choose "
+            "another folder (run with --debug for the traceback)."
+        )
+    text = str(err).splitlines()[0] if str(err) else ""
+    text = text if len(text) <= SHOWN else text[: SHOWN - 1] + "…"
+    return f"clift: error: unexpected {type(err).__name__}: {text} (run with --debug for the traceback)"
