@@ -22,6 +22,7 @@ import yaml
 
 from clift.errors import ConfigError
 from clift.io import read_yaml
+from clift.safety import load_yaml_bounded, shorten
 
 # --------------------------------------------------------------------------------------------------
 # Generic dataclass <-> dict machinery
@@ -66,7 +67,7 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
             out = _coerce(value, arg, where, trial)
             if not trial:
                 return out
-        problems.append(f"{where}: got {value!r}, expected {_type_name(tp)}.")
+        problems.append(f"{where}: got {shorten(value)}, expected {_type_name(tp)}.")
         return value
     if origin is Literal:
         allowed = typing.get_args(tp)
@@ -78,20 +79,20 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
                 return a
             if value is False and a == "no":
                 return a
-        problems.append(f"{where}: got {value!r}; allowed values: {', '.join(repr(a) for a in allowed)}.")
+        problems.append(f"{where}: got {shorten(value)}; allowed values: {', '.join(repr(a) for a in allowed)}.")
         return value
     if origin in (list, tuple, Sequence):
         (inner, *_rest) = typing.get_args(tp) or (Any,)
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            problems.append(f"{where}: got {value!r}, expected a list.")
+            problems.append(f"{where}: got {shorten(value)}, expected a list.")
             return value
         items = [_coerce(v, inner, f"{where}[{i}]", problems) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
-            problems.append(f"{where}: got {value!r}, expected a mapping.")
+            problems.append(f"{where}: got {shorten(value)}, expected a mapping.")
             return value
         return dict(value)
     if tp is bool:
@@ -99,11 +100,11 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
-        problems.append(f"{where}: got {value!r}, expected true or false.")
+        problems.append(f"{where}: got {shorten(value)}, expected true or false.")
         return value
     if tp is int:
         if isinstance(value, bool):
-            problems.append(f"{where}: got {value!r}, expected an integer.")
+            problems.append(f"{where}: got {shorten(value)}, expected an integer.")
             return value
         if isinstance(value, int):
             return value
@@ -119,11 +120,11 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
                         return int(f)
                 except ValueError:
                     pass
-        problems.append(f"{where}: got {value!r}, expected an integer.")
+        problems.append(f"{where}: got {shorten(value)}, expected an integer.")
         return value
     if tp is float:
         if isinstance(value, bool):
-            problems.append(f"{where}: got {value!r}, expected a number.")
+            problems.append(f"{where}: got {shorten(value)}, expected a number.")
             return value
         if isinstance(value, (int, float)):
             return float(value)
@@ -132,12 +133,12 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        problems.append(f"{where}: got {value!r}, expected a number.")
+        problems.append(f"{where}: got {shorten(value)}, expected a number.")
         return value
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        problems.append(f"{where}: got {value!r}, expected a string.")
+        problems.append(f"{where}: got {shorten(value)}, expected a string.")
         return value
     if _is_dataclass_type(tp):
         return build_dataclass(tp, value, where, problems)
@@ -160,7 +161,7 @@ def build_dataclass(cls: type, data: Any, where: str, problems: list[str]) -> An
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        problems.append(f"{where or 'config'}: got {data!r}, expected a mapping of keys to values.")
+        problems.append(f"{where or 'config'}: got {shorten(data)}, expected a mapping of keys to values.")
         return None
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -489,6 +490,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> RunConfig:
         """Build and validate a run config; every problem is reported in one :class:`ConfigError`."""
+        from clift.input_checks import fill_method_name, run_problems
         from clift.methods import build_method_config
 
         problems: list[str] = []
@@ -496,7 +498,8 @@ class RunConfig:
         for section in ("model", "method"):
             if isinstance(raw.get(section), str):  # `model: tiny-llama`, `method: seq_lora`
                 raw[section] = {"name": raw[section]}
-        method_raw = raw.pop("method", None) or {"name": "seq_lora"}
+        method_raw = fill_method_name(raw.pop("method", None) or {"name": "seq_lora"})
+        problems += run_problems(raw)  # name (a folder name), seeds (NumPy's range)
         cfg = build_dataclass(_RunFields, raw, "", problems)
         method = None
         try:
@@ -546,7 +549,15 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             continue
         key, _, text = item.partition("=")
         key = key.strip()
-        value = yaml.safe_load(text) if text.strip() else None
+        try:
+            value = load_yaml_bounded(text) if text.strip() else None
+        except (yaml.YAMLError, ValueError) as err:
+            why = getattr(err, "problem", None) or str(err)
+            problems.append(
+                f"override {shorten(item)}: the value is not valid YAML ({why}); complete it (e.g. "
+                f"{key}=[0.9,0.999]) or quote it in the shell."
+            )
+            continue
         if key in ("method", "model"):
             key = f"{key}.name"
         key = SHORTHANDS.get(key, key)

@@ -16,6 +16,7 @@ import errno
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from clift.errors import CliftError
 
@@ -239,3 +240,51 @@ def unexpected_error_line(err: BaseException) -> str:
     text = str(err).splitlines()[0] if str(err) else ""
     text = text if len(text) <= SHOWN else text[: SHOWN - 1] + "…"
     return f"clift: error: unexpected {type(err).__name__}: {text} (run with --debug for the traceback)"
+
+
+YAML_MAX_VALUES = 100_000  # a config, stream or suite file has hundreds; an alias bomb has billions
+
+
+def load_yaml_bounded(text: str, max_values: int = YAML_MAX_VALUES) -> Any:
+    """``yaml.safe_load`` that refuses documents expanding past ``max_values`` values through aliases.
+
+    Anchors and aliases (``&a`` / ``*a``) share one node, so a few lines can stand for 10^8 values (a "YAML
+    bomb") that any later walk or message would expand. The composed node graph is measured first, each
+    shared node counted once per reference, without expanding it.
+
+    Raises:
+        yaml.YAMLError: for invalid YAML (as ``yaml.safe_load``).
+        ValueError: when the expansion exceeds ``max_values`` (the message says so).
+    """
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        sizes: dict[int, int] = {}
+
+        def size(n: Any, depth: int = 0) -> int:
+            if id(n) in sizes:
+                return sizes[id(n)]
+            if depth > 500:  # a recursive alias; nothing a config needs
+                raise ValueError("the YAML nests deeper than 500 levels (a recursive alias?)")
+            sizes[id(n)] = 1  # a cycle counts once while it is being measured
+            if isinstance(n, yaml.SequenceNode):
+                total = 1 + sum(size(c, depth + 1) for c in n.value)
+            elif isinstance(n, yaml.MappingNode):
+                total = 1 + sum(size(k, depth + 1) + size(v, depth + 1) for k, v in n.value)
+            else:
+                total = 1
+            sizes[id(n)] = min(total, max_values + 1)
+            return sizes[id(n)]
+
+        if size(node) > max_values:
+            raise ValueError(
+                f"the YAML expands to more than {max_values:,} values through anchors and aliases (&/*); "
+                "refusing it (an alias bomb?). Write the values out, or use fewer aliases."
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
