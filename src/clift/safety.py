@@ -288,3 +288,37 @@ def load_yaml_bounded(text: str, max_values: int = YAML_MAX_VALUES) -> Any:
         return loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+# weight files transformers can load that are pickles (loading one may run code inside it)
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
+
+
+def refuse_pickle_weights(folder: Path) -> None:
+    """Refuse a local model folder whose weights are not safetensors, before transformers opens anything.
+
+    A pickle payload in ``pytorch_model.bin`` would run on load with some torch versions; clift loads
+    safetensors only (and passes ``use_safetensors=True``), whatever the torch version.
+
+    Raises:
+        UnsafePathError: naming the pickle file and the fix.
+    """
+    folder = Path(folder)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern))
+    if pickles:
+        raise UnsafePathError(
+            f"model folder {str(folder)!r} holds pickle weights ({', '.join(pickles[:3])}) and no .safetensors "
+            "file; clift loads safetensors only, since a pickle file can run code when it is loaded. Convert it "
+            "with `model.save_pretrained(folder, safe_serialization=True)` in a trusted environment."
+        )
+
+
+def close_aliases(name: str, aliases: list[str]) -> list[str]:
+    """Built-in aliases close to ``name`` (a typo such as ``tiny-lama``); empty for an org/model hub id."""
+    import difflib
+
+    if "/" in name or Path(name).exists():
+        return []
+    return difflib.get_close_matches(name, aliases, n=2, cutoff=0.75)

@@ -36,6 +36,7 @@ import yaml
 
 from clift.data.benchmarks import TaskSpec, apply_budgets, check_keys, task_catalog
 from clift.data.carve import LOAD_RULES, carve_splits, label_counts
+from clift.data.label_checks import check_conflicting_labels, warn_single_class
 from clift.data.records import (
     Record,
     RecordProblems,
@@ -185,6 +186,9 @@ def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
                 problems.append(f"{where}: '{split}' must be a file path, got {value!r}.")
                 continue
             fp = (path.parent / value).expanduser()
+            if fp.is_dir():
+                problems.append(f"{where}: {split} file {str(fp)!r} is a directory; give a .json, .jsonl or .csv file.")
+                continue
             if not fp.is_file():
                 problems.append(
                     f"{where}: {split} file {str(fp)!r} does not exist (paths are relative to {path.parent})."
@@ -293,11 +297,13 @@ def _read_user_stream(path: Path, keys: tuple[Any, ...]) -> UserStream:
             records[split] = read_records(
                 fp, entry.text_field, entry.label_field, entry.raw.get("format"), problems=records_problems
             )
+            check_conflicting_labels(records[split], records_problems)  # one text, two labels: an error
             if not records[split] and not any(str(fp) in msg for msg in records_problems.items):
                 records_problems.add(f"{fp}:1: no records; a {split} file needs at least one.")
         labels = _declared_labels(entry, where, shape_problems)
         if labels is None:  # inferred from train: the sorted set of its (usable) labels
             labels = tuple(sorted({s for r in records.get("train", []) if (s := label_string(r.label))}))
+        warn_single_class(entry.name, labels, entry.files.get("train"), where)
         specs.append(_spec_for(entry, labels, where, shape_problems))
         split_examples: dict[str, list[Example]] = {}
         split_lines: dict[str, dict[str, int]] = {}
