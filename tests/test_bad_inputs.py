@@ -22,6 +22,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from clift.cli import main
+from clift.errors import TrainingError
 from clift.runner import Runner, run
 
 STREAM_FILES = ("a_train.jsonl", "a_test.jsonl", "b_train.jsonl", "b_test.jsonl", "stream.yaml")
@@ -576,3 +577,142 @@ def test_corpus_covers_every_issue_case() -> None:
     ids = [c[0] for c in CASES]
     assert len(ids) == len(set(ids))
     assert len(ids) >= 60
+
+
+# ------------------------------------------------------------------------------------------------
+# nothing clift did not write is deleted or overwritten (also through symlinks)
+# ------------------------------------------------------------------------------------------------
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_export_force_and_report_leave_foreign_files_alone(env: Env, capsys) -> None:
+    mine = _foreign(env.root / "mine")
+    (mine / "notes").mkdir()
+    (mine / "notes" / "a.txt").write_text("keep me")
+    (env.root / "outside.txt").write_text("outside")
+    before = _snapshot(env.root / "mine")
+    outside = (env.root / "outside.txt").read_bytes()
+
+    assert main(["export", str(env.run), "--out", str(mine)]) == 2
+    assert main(["report", str(env.run), "--out", str(mine)]) == 2
+    assert main(["run", str(env.new_cfg("mine")), "--force"]) == 2
+    # a run folder whose entries are links into the user's files: --force removes the links, not the targets
+    link_run = env.root / "linked"
+    shutil.copytree(env.run, link_run, symlinks=True)
+    shutil.rmtree(link_run / "adapters")
+    (link_run / "adapters").symlink_to(mine / "notes")
+    (link_run / "predictions.jsonl").unlink()
+    (link_run / "predictions.jsonl").symlink_to(env.root / "outside.txt")
+    assert main(["run", str(_config(env.root / "l.yaml", env.stream, link_run)), "--force"]) == 0
+    assert not (link_run / "adapters").is_symlink() and (link_run / "results.json").is_file()
+    # an export folder that is a link is refused
+    (env.run / "export-adapter").symlink_to(mine, target_is_directory=True)
+    assert main(["export", str(env.run)]) == 2
+    capsys.readouterr()
+    assert _snapshot(env.root / "mine") == before
+    assert (env.root / "outside.txt").read_bytes() == outside
+
+
+def test_report_never_writes_through_a_png_link(env: Env, capsys) -> None:
+    assert main(["report", str(env.run)]) == 0
+    (env.root / "precious.png").write_bytes(b"user's picture")
+    png = env.run / "report" / "t-curves.png"
+    png.unlink()
+    png.symlink_to(env.root / "precious.png")
+    assert main(["report", str(env.run)]) == 2
+    assert "t-curves.png' is a symbolic link" in capsys.readouterr().err
+    assert (env.root / "precious.png").read_bytes() == b"user's picture"
+
+
+def test_export_replaces_only_its_own_marked_folder(env: Env, capsys) -> None:
+    out = env.root / "exp"
+    assert main(["export", str(env.run), "--out", str(out)]) == 0
+    assert (out / ".clift-export").is_file() and (out / "clift_export.json").is_file()
+    assert main(["export", str(env.run), "--out", str(out)]) == 0  # its own export: replaced
+    assert main(["export", str(env.run)]) == 0  # the default, RUN_DIR/export-adapter
+    assert (env.run / "export-adapter" / "clift_export.json").is_file()
+    capsys.readouterr()
+
+
+# ------------------------------------------------------------------------------------------------
+# resume integrity on a real run directory
+# ------------------------------------------------------------------------------------------------
+
+
+def test_untampered_partial_run_resumes_and_records_hashes(env: Env, capsys) -> None:
+    state = json.loads((env.partial / "checkpoint" / "state.json").read_text())
+    assert set(state["files"]) == {"model.safetensors", "method.safetensors", "rng.safetensors"}
+    assert main(["run", str(env.partial_cfg)]) == 0
+    assert json.loads((env.partial / "results.json").read_text())["status"] == "complete"
+    capsys.readouterr()
+
+
+def test_previous_version_folders_resume_and_export_unverified(env: Env, capsys, caplog) -> None:
+    _legacy(env.partial)
+    _legacy(env.run)
+    with caplog.at_level("WARNING", logger="clift"):
+        assert main(["run", str(env.partial_cfg)]) == 0
+        assert main(["export", str(env.run), "--out", str(env.root / "exp")]) == 0
+    unverified = [r for r in caplog.records if "unverified" in r.getMessage()]
+    assert len(unverified) == 2
+    assert (env.partial / ".clift-run").is_file()  # adopted: it holds clift's own results.json
+    capsys.readouterr()
+
+
+def test_data_change_names_file_and_both_hashes(env: Env, capsys) -> None:
+    old = json.loads((env.partial / "results.json").read_text())["data"]["files"]["tb"]["train"]["sha256"]
+    assert main(_data_changed(env)) == 2
+    err = capsys.readouterr().err
+    assert "b_train.jsonl" in err and old in err and "--force" in err
+    assert main(["run", str(env.partial_cfg), "--force"]) == 0  # the fix the message names works
+
+
+# ------------------------------------------------------------------------------------------------
+# divergence and the evaluation bars
+# ------------------------------------------------------------------------------------------------
+
+
+def test_divergence_skip_policy_warns_and_continues(env: Env, capsys, caplog) -> None:
+    with caplog.at_level("WARNING", logger="clift"):
+        code = main(["run", str(env.new_cfg()), "train.lr=1e6", "train.max_grad_norm=null", "train.nan_policy=skip"])
+    assert code == 0
+    assert any("training looks diverged in stage 1" in r.getMessage() for r in caplog.records)
+    capsys.readouterr()
+
+
+def test_guard_is_quiet_on_a_healthy_loss_curve() -> None:
+    from types import SimpleNamespace
+
+    from clift.divergence import DivergenceGuard
+
+    params = [torch.nn.Parameter(torch.full((4, 4), 0.1))]
+    train = SimpleNamespace(lr=1e-3, max_grad_norm=1.0, warmup_steps=0, nan_policy="stop")
+    guard = DivergenceGuard(params, train, SimpleNamespace(index=0, name="t"), Path("ckpt"))
+    for step, loss in enumerate([2.0 / (1 + s) for s in range(40)]):
+        guard.check(step, loss)  # falling loss, small weights: no error
+    rising = DivergenceGuard(params, train, SimpleNamespace(index=0, name="t"), Path("ckpt"))
+    with pytest.raises(TrainingError, match=r"the loss rose from 0\.5"):
+        for step in range(40):
+            rising.check(step, 0.5 if step < 10 else 6.0)
+
+
+def test_evaluation_bars_have_their_description(tmp_path, monkeypatch) -> None:
+    import clift
+    from clift.evaluation import Evaluator
+
+    from .conftest import fixture_stream, tiny_config
+
+    seen: list[str] = []
+    original = Evaluator._batches
+
+    def spy(self, n, desc):
+        seen.append(desc)
+        return original(self, n, desc)
+
+    monkeypatch.setattr(Evaluator, "_batches", spy)
+    cfg = tiny_config(tmp_path, train={"max_steps": 1})
+    clift.run(cfg, stream=fixture_stream(train=8, test=4, names=["toysent"]))
+    assert seen and all(d.startswith("eval ") for d in seen), seen

@@ -189,6 +189,7 @@ def export_run(
         model.save_pretrained(str(out), safe_serialization=True)
         tok.save_pretrained(str(out))
         info["layout"] = "full model (transformers save_pretrained)"
+    safety.mark_folder(out, "export")  # a single adapter's save replaced the folder with its marker
     atomic_write_json(out / "clift_export.json", info)
     return out
 

@@ -158,16 +158,21 @@ def claim_folder(path: Path, kind: str, fix: str) -> Path:
     path = check_folder(path, kind, fix)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        marker = path / MARKERS[kind]
-        if not marker.is_file():
-            if marker.is_symlink():
-                raise UnsafePathError(f"{str(marker)!r} is a symbolic link; remove it; {fix}")
-            marker.write_text(f"written by clift; this {kind} folder may be rewritten by clift\n", encoding="utf-8")
+        mark_folder(path, kind)
     except OSError as err:
         if isinstance(err, UnsafePathError):
             raise
         raise write_error(path, err, f"{kind} folder", fix) from None
     return path
+
+
+def mark_folder(path: Path, kind: str) -> None:
+    """Write ``path``'s marker (again: a writer that replaced the whole folder, like PEFT's save, drops it)."""
+    marker = Path(path) / MARKERS[kind]
+    if marker.is_symlink():
+        raise UnsafePathError(f"{str(marker)!r} is a symbolic link; remove it and rerun.")
+    if not marker.is_file():
+        marker.write_text(f"written by clift; this {kind} folder may be rewritten by clift\n", encoding="utf-8")
 
 
 def remove_clift_folder(path: Path, kind: str) -> None:
