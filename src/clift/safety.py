@@ -156,9 +156,13 @@ def claim_folder(path: Path, kind: str, fix: str) -> Path:
             cannot be written (read-only, permission, disk full).
     """
     path = check_folder(path, kind, fix)
+    # a folder clift wrote before markers existed is recognised by its files and left as it is (no new file
+    # appears in published results); a new or empty folder gets the marker
+    fresh = not path.is_dir() or not any(path.iterdir())
     try:
         path.mkdir(parents=True, exist_ok=True)
-        mark_folder(path, kind)
+        if fresh or (path / MARKERS[kind]).is_symlink():
+            mark_folder(path, kind)
     except OSError as err:
         if isinstance(err, UnsafePathError):
             raise
