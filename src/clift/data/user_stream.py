@@ -50,6 +50,7 @@ from clift.data.records import (
 from clift.data.task import SPLITS, Example, Stream
 from clift.errors import DataError
 from clift.io import read_yaml
+from clift.safety import shorten
 
 if TYPE_CHECKING:
     from clift.config import DataConfig
@@ -116,7 +117,7 @@ def _yaml_task_lines(text: str) -> list[int]:
 def _threshold(value: Any, where: str, problems: list[str]) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         problems.append(
-            f"{where}: overlap_threshold must be a fraction of the test split between 0 and 1, got {value!r}."
+            f"{where}: overlap_threshold must be a fraction of the test split between 0 and 1, got {shorten(value)}."
         )
         return DEFAULT_OVERLAP_THRESHOLD
     return float(value)
@@ -164,7 +165,7 @@ def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
         line = lines[i] if i < len(lines) else 0
         where = f"{path}:{line} (task {i + 1})" if line else f"{path} (task {i + 1})"
         if not isinstance(raw, Mapping):
-            problems.append(f"{where}: expected a mapping with 'name' and 'train', got {raw!r}.")
+            problems.append(f"{where}: expected a mapping with 'name' and 'train', got {shorten(raw)}.")
             continue
         check_keys(where, raw, TASK_KEYS, problems)
         tname = raw.get("name")
@@ -183,7 +184,7 @@ def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
             if value is None:
                 continue
             if not isinstance(value, str) or not value.strip():
-                problems.append(f"{where}: '{split}' must be a file path, got {value!r}.")
+                problems.append(f"{where}: '{split}' must be a file path, got {shorten(value)}.")
                 continue
             fp = (path.parent / value).expanduser()
             if fp.is_dir():
@@ -244,7 +245,7 @@ def _declared_labels(entry: _TaskEntry, where: str, problems: list[str]) -> tupl
     if value is None:
         return None
     if not isinstance(value, list) or not value:
-        problems.append(f"{where}: 'labels' must be a non-empty list of label strings, got {value!r}.")
+        problems.append(f"{where}: 'labels' must be a non-empty list of label strings, got {shorten(value)}.")
         return None
     out = []
     for v in value:
