@@ -245,6 +245,19 @@ def _oserror(monkeypatch, code: int, target: str = "mkdir") -> None:
         monkeypatch.setattr(os, "fsync", fail_sync)
 
 
+def _offline(monkeypatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+def _boom(monkeypatch) -> None:
+    def fail(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("clift.config.load_config", fail)
+
+
 def _stream_variant(env: Env, **task_b: str) -> Path:
     folder = env.root / "variant"
     return _write_stream(folder, {"ta": {"train": "a_train.jsonl", "test": "a_test.jsonl"}, "tb": dict(task_b)})
@@ -550,6 +563,18 @@ CASES: list[tuple[str, Setup, int, str]] = [
         "alias bomb",
     ),
     (
+        "hub-id-offline-fails-fast",
+        lambda e, m: (_offline(m), ["run", str(e.new_cfg()), "model=nobody/no-such-model"])[1],
+        2,
+        "cannot load model 'nobody/no-such-model'",
+    ),
+    (
+        "unexpected-error-last-resort",
+        lambda e, m: (_boom(m), ["validate", str(e.new_cfg())])[1],
+        1,
+        "unexpected RuntimeError: boom (run with --debug for the traceback)",
+    ),
+    (
         "huge-value-echo",
         lambda e, m: ["validate", str(e.new_cfg()), "train.lr=" + "x" * 100_000],
         2,
@@ -716,3 +741,9 @@ def test_evaluation_bars_have_their_description(tmp_path, monkeypatch) -> None:
     cfg = tiny_config(tmp_path, train={"max_steps": 1})
     clift.run(cfg, stream=fixture_stream(train=8, test=4, names=["toysent"]))
     assert seen and all(d.startswith("eval ") for d in seen), seen
+
+
+def test_debug_flag_shows_the_traceback(env: Env, monkeypatch) -> None:
+    _boom(monkeypatch)
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["--debug", "validate", str(env.new_cfg())])

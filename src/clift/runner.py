@@ -198,6 +198,7 @@ class Runner:
     def _open_dir(self) -> tuple[dict[str, Any] | None, Checkpoint | None]:
         """Create the run directory, or check and read the run it already holds."""
         existing = self.run_dir / RESULTS_FILE
+        safety.check_folder(self.run_dir, "run", "use a new output_dir (or name)")  # every process, before --force
         if existing.exists() and self.force:
             if self.acc.is_main_process:
                 safety.remove_clift_folder(self.run_dir, "run")  # refuses another tool's folder or a link

@@ -187,13 +187,9 @@ def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
                 problems.append(f"{where}: '{split}' must be a file path, got {shorten(value)}.")
                 continue
             fp = (path.parent / value).expanduser()
-            if fp.is_dir():
-                problems.append(f"{where}: {split} file {str(fp)!r} is a directory; give a .json, .jsonl or .csv file.")
-                continue
             if not fp.is_file():
-                problems.append(
-                    f"{where}: {split} file {str(fp)!r} does not exist (paths are relative to {path.parent})."
-                )
+                why = "is a directory, not a file" if fp.is_dir() else "does not exist"
+                problems.append(f"{where}: {split} file {str(fp)!r} {why} (paths are relative to {path.parent}).")
                 continue
             try:
                 detect_format(fp, raw.get("format"))
