@@ -29,7 +29,7 @@ from clift.checkpoint import find_checkpoint, load_checkpoint
 from clift.config import load_config
 from clift.data.task import Stream, Task
 from clift.errors import CliftError
-from clift.integrity import check_shapes, check_stage_range
+from clift.integrity import check_shapes, check_stage_range, require_result_fields
 from clift.io import atomic_write_json
 from clift.methods import MethodContext, build_method
 from clift.models import load_model
@@ -69,6 +69,7 @@ def rebuild_final_model(run_dir: str | Path) -> Rebuilt:
             f"{str(run_dir)!r} is not a run directory (no results.json); give the folder `clift run` wrote."
         )
     results = read_results(run_dir)
+    require_result_fields(run_dir / "results.json", results, ("tasks", "matrix", "config"))
     if results.get("status") != "complete":
         raise CliftError(
             f"run {str(run_dir)!r} is not complete ({len(results.get('matrix', []))} stage(s) done); rerun "

@@ -135,7 +135,9 @@ def check_shapes(tensors: Mapping[str, torch.Tensor], named: Mapping[str, torch.
 # results.json
 # --------------------------------------------------------------------------------------------------
 
-_RESULT_TYPES = {"status": str, "run": Mapping, "tasks": list, "stages": list, "matrix": list, "timings": Mapping}
+_REQUIRED = {"status": str, "run": Mapping}
+_TYPED = {"tasks": list, "stages": list, "matrix": list, "timings": Mapping, "metrics": Mapping, "config": Mapping}
+_RESULTS_FIX = "it is damaged or not written by clift; restore it, or rerun the run with --force to start over."
 
 
 def load_results_file(path: Path) -> dict[str, Any]:
@@ -144,7 +146,7 @@ def load_results_file(path: Path) -> dict[str, Any]:
     Raises:
         CliftError: for an unreadable, truncated or wrong-typed file, naming it and the fix.
     """
-    fix = "it is damaged or not written by clift; restore it, or rerun the run with --force to start over."
+    fix = _RESULTS_FIX
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -155,11 +157,24 @@ def load_results_file(path: Path) -> dict[str, Any]:
         raise CliftError(f"{path} is a directory, not clift's results file; {fix}") from None
     if not isinstance(data, dict):
         raise CliftError(f"{path}: results file must hold a JSON object, got {type(data).__name__}; {fix}")
-    for key, tp in _RESULT_TYPES.items():
-        if not isinstance(data.get(key), tp):
-            got = "missing" if key not in data else type(data[key]).__name__
-            raise CliftError(f"{path}: results file field {key!r} is {got}; {fix}")
+    require_result_fields(path, data, tuple(_REQUIRED))
+    for key, tp in _TYPED.items():
+        if key in data and not isinstance(data[key], tp):
+            raise CliftError(f"{path}: results file field {key!r} is a {type(data[key]).__name__}; {fix}")
     return data
+
+
+def require_result_fields(path: Path, data: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+    """Refuse a results file that lacks one of ``keys`` (or holds it with the wrong type).
+
+    Raises:
+        CliftError: naming the file, the field and the fix.
+    """
+    for key in keys:
+        tp = _REQUIRED.get(key) or _TYPED.get(key) or object
+        if not isinstance(data.get(key), tp):
+            got = "missing" if key not in data else f"a {type(data[key]).__name__}"
+            raise CliftError(f"{path}: results file field {key!r} is {got}; {_RESULTS_FIX}")
 
 
 # --------------------------------------------------------------------------------------------------
