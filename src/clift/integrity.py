@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from clift.errors import CliftError, ResumeError
+from clift.errors import DataError, ResumeError
 
 log = logging.getLogger("clift")
 
@@ -140,27 +140,35 @@ _TYPED = {"tasks": list, "stages": list, "matrix": list, "timings": Mapping, "me
 _RESULTS_FIX = "it is damaged or not written by clift; restore it, or rerun the run with --force to start over."
 
 
-def load_results_file(path: Path) -> dict[str, Any]:
-    """Read a run's ``results.json`` and check the shape export, report and resume rely on.
+def read_results_text(path: Path) -> str:
+    """The text of a run's ``results.json``; an unreadable file gets one clear error.
 
     Raises:
-        CliftError: for an unreadable, truncated or wrong-typed file, naming it and the fix.
+        DataError: for a file that is not UTF-8 text or is a directory, naming it and the fix.
     """
-    fix = _RESULTS_FIX
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise CliftError(f"{path}:{err.lineno}: results file is not valid JSON ({err.msg}); {fix}") from None
+        return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise CliftError(f"{path}: results file is not UTF-8 text; {fix}") from None
+        raise DataError(f"{path}: results file is not UTF-8 text; {_RESULTS_FIX}") from None
     except IsADirectoryError:
-        raise CliftError(f"{path} is a directory, not clift's results file; {fix}") from None
+        raise DataError(f"{path} is a directory, not clift's results file; {_RESULTS_FIX}") from None
+
+
+def parse_results_json(text: str, path: str | Path) -> dict[str, Any]:
+    """Parse ``results.json`` text and check the fields every reader relies on (``status``, ``run``).
+
+    The other fields are type-checked by :meth:`clift.results.RunRecord.from_dict`.
+
+    Raises:
+        DataError: for truncated or non-JSON text, a value that is not an object, or a missing required field.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: results file is not valid JSON ({err.msg}); {_RESULTS_FIX}") from None
     if not isinstance(data, dict):
-        raise CliftError(f"{path}: results file must hold a JSON object, got {type(data).__name__}; {fix}")
-    require_result_fields(path, data, tuple(_REQUIRED))
-    for key, tp in _TYPED.items():
-        if key in data and not isinstance(data[key], tp):
-            raise CliftError(f"{path}: results file field {key!r} is a {type(data[key]).__name__}; {fix}")
+        raise DataError(f"{path}: results file must hold a JSON object, got {type(data).__name__}; {_RESULTS_FIX}")
+    require_result_fields(Path(path), data, tuple(_REQUIRED))
     return data
 
 
@@ -168,13 +176,13 @@ def require_result_fields(path: Path, data: Mapping[str, Any], keys: tuple[str, 
     """Refuse a results file that lacks one of ``keys`` (or holds it with the wrong type).
 
     Raises:
-        CliftError: naming the file, the field and the fix.
+        DataError: naming the file, the field and the fix.
     """
     for key in keys:
         tp = _REQUIRED.get(key) or _TYPED.get(key) or object
         if not isinstance(data.get(key), tp):
             got = "missing" if key not in data else f"a {type(data[key]).__name__}"
-            raise CliftError(f"{path}: results file field {key!r} is {got}; {_RESULTS_FIX}")
+            raise DataError(f"{path}: results file field {key!r} is {got}; {_RESULTS_FIX}")
 
 
 # --------------------------------------------------------------------------------------------------
