@@ -385,15 +385,23 @@ class EvalConfig(Validated):
     """How accuracy is measured after every task.
 
     Attributes:
-        mode: ``generate`` (greedy decoding + normalised exact match, the papers' metric) or ``rank``
-            (pick the label option with the highest log-likelihood: faster, no generation). Default generate.
+        mode: ``generate`` (greedy decoding + normalised exact match, the papers' metric), ``rank``
+            (pick the label option with the highest log-likelihood, one forward pass per option) or
+            ``score`` (the same choice as ``rank`` from one prompt pass per example: every option is scored
+            off the prompt's KV cache). Default generate.
+        score_norm: how ``score`` compares options: ``none`` (summed log-likelihood, = ``rank``),
+            ``length`` (per token) or ``pmi`` (minus the option's log-likelihood under the task's
+            content-free prompt, i.e. calibrated). Default none.
         split: ``test`` (reported numbers) or ``dev`` (for tuning; never tune on test). Default test.
         batch_size: examples per evaluation forward. Default 16.
         max_new_tokens: generation budget; null = the longest label in tokens + 4.
         zero_shot: evaluate the untouched base model first (row b, needed for FWT). Default true.
     """
 
-    mode: Literal["generate", "rank"] = field(default="generate", metadata={"help": "generate | rank"})
+    mode: Literal["generate", "rank", "score"] = field(default="generate", metadata={"help": "generate | rank | score"})
+    score_norm: Literal["none", "length", "pmi"] = field(
+        default="none", metadata={"help": "score mode: none | length | pmi"}
+    )
     split: Literal["test", "dev"] = field(default="test", metadata={"help": "test | dev"})
     batch_size: int = field(default=16, metadata={"help": "examples per eval forward"})
     max_new_tokens: int | None = field(default=None, metadata={"help": "null: longest label + 4"})
