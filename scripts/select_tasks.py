@@ -28,7 +28,7 @@ from clift.data.collate import PromptEncoder
 from clift.evaluation import Evaluator
 from clift.export import rebuild_final_model
 from clift.models import model_kind
-from clift.results import read_results
+from clift.results import read_record
 
 
 def majority_rate(labels: list[str]) -> float:
@@ -38,7 +38,7 @@ def majority_rate(labels: list[str]) -> float:
 
 def pilot_row(run_dir: Path, margin: float) -> dict[str, Any]:
     """Generate-mode (from the run) and score-mode (re-evaluated) dev accuracy of one pilot run."""
-    results = read_results(run_dir)
+    record = read_record(run_dir)
     cfg = load_config(run_dir / "config.yaml")
     stream = load_stream(cfg.data, cfg.seed)
     task = stream.tasks[0]
@@ -49,7 +49,7 @@ def pilot_row(run_dir: Path, margin: float) -> dict[str, Any]:
     acc = Accelerator(cpu=not torch.cuda.is_available())
     scored = Evaluator(encoder, EvalConfig(mode="score", batch_size=16), acc).evaluate(rebuilt.model, task, examples)
     majority = majority_rate([ex.label for ex in examples])
-    generate = results["matrix"][-1][0]
+    generate = record.matrix[-1][0]
     return {
         "task": task.name,
         "labels": len(task.labels),
@@ -62,7 +62,7 @@ def pilot_row(run_dir: Path, margin: float) -> dict[str, Any]:
         "margin_score": scored.accuracy - majority,
         "qualifies_generate": generate - majority >= margin,
         "qualifies_score": scored.accuracy - majority >= margin,
-        "train_seconds": results["timings"]["stages"][0]["train_seconds"],
+        "train_seconds": record.timings.stages[0].train_seconds,
     }
 
 

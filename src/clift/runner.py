@@ -37,7 +37,15 @@ from clift.data.collate import PromptEncoder, TrainCollator
 from clift.data.task import Stream, Task
 from clift.errors import ConfigError, DataError, ResumeError, TrainingError
 from clift.evaluation import Evaluator
-from clift.lifecycle import load_tracked, make_context, replay_structure, start_method, tracked_tensors
+from clift.lifecycle import (
+    enter_stage,
+    leave_stage,
+    load_tracked,
+    make_context,
+    replay_structure,
+    start_method,
+    tracked_tensors,
+)
 from clift.methods import ContinualMethod, Stage, build_method
 from clift.models import LoadedModel, load_model
 from clift.results import (
@@ -294,14 +302,14 @@ class Runner:
         resume: Checkpoint | None,
     ) -> nn.Module:
         """before_task → train → after_task → evaluate every task → save, record and checkpoint."""
-        model = method.before_task(model, stage)
+        model = enter_stage(method, model, stage)
         model.to(self.acc.device)
         if resume is not None:
             self._restore(model, method, resume)
         t0 = time.time()
         train_log = self.train_stage(model, method, stage, resume)
         t_train = time.time() - t0
-        model = method.after_task(model, stage)
+        model = leave_stage(method, model, stage)
         t0 = time.time()
         row, preds = self._evaluate_all(model, method, stage, stream)
         t_eval = time.time() - t0
