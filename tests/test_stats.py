@@ -77,3 +77,27 @@ def test_bootstrap_rejects_ragged_rows() -> None:
         bootstrap_run([[np.ones(3)], [np.ones(4)]])
     with pytest.raises(ValueError, match="at least one stage"):
         bootstrap_run([])
+
+
+def test_a_run_records_its_bootstrap_intervals(tmp_path) -> None:
+    import clift
+    from clift.results import read_record
+    from tests.conftest import fixture_stream, tiny_config
+
+    cfg = tiny_config(tmp_path, eval={"mode": "rank", "batch_size": 16, "bootstrap": 200})
+    res = clift.run(cfg, stream=fixture_stream(train=8, test=6, names=["toysent", "toytopic"]))
+    record = read_record(tmp_path / "run")
+    assert set(record.correct) == {"zero_shot", "0", "1"}
+    assert all(len(bits) == 6 for row in record.correct.values() for bits in row)
+    # the stored bits reproduce R
+    rows, zero = record.correctness()
+    assert zero is not None and len(zero) == 2
+    assert np.allclose([[100 * a.mean() for a in row] for row in rows], record.matrix)
+    iv = record.intervals
+    assert iv["n_resamples"] == 200 and iv["seed"] == cfg.get("seed", 42)
+    for i, row in enumerate(record.matrix):
+        for j, value in enumerate(row):
+            lo, hi = iv["cells"][i][j]
+            assert lo <= value <= hi
+    lo, hi = iv["metrics"]["aa"]
+    assert lo <= res.metrics["aa"] <= hi
