@@ -16,6 +16,7 @@ the mean difference; an interval that excludes 0 is a *resolved* difference.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,7 +76,7 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> Summary:
     if x.size == 1:
         return Summary(1, mean, None, None, None)
     std = float(x.std(ddof=1))
-    half = float(student_t.ppf((1 + level) / 2, x.size - 1)) * std / np.sqrt(x.size)
+    half = float(student_t.ppf((1 + level) / 2, x.size - 1)) * std / math.sqrt(x.size)
     return Summary(int(x.size), mean, std, mean - half, mean + half)
 
 
