@@ -20,7 +20,7 @@ def test_report_for_several_runs(tmp_path, capsys):
             runs.append(clift.run(cfg, stream=fixture_stream()).run_dir)
     assert main(["report", *map(str, runs), "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "## Summary (mean ± std over runs)" in md
+    assert "## Summary (mean ± std [95 % interval] over runs)" in md
     assert "| seq_lora | 2 |" in md and "| inc_lora | 2 |" in md and "| zero-shot |" in md
     for name in ("seq_lora-s1", "inc_lora-s2"):
         assert (tmp_path / "rep" / f"{name}-matrix.png").stat().st_size > 5000

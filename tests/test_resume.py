@@ -123,20 +123,26 @@ OLD_RUN = Path(__file__).parent / "fixtures" / "old_run_mid_stage"
 def test_a_run_made_by_the_previous_version_resumes(tmp_path):
     """``fixtures/old_run_mid_stage`` was written by clift before the lifecycle / RunRecord restructuring
     (inc_lora on the fixture benchmark, SIGKILLed after step 5 of stage 2, last checkpoint at step 4).
-    Resuming it with this version must finish equal to a run made from scratch."""
+    Resuming it with this version finishes it, keeping the rows the old version computed.
+
+    A run made from scratch by this version is not expected to match it: structure hooks now run on their
+    own random stream (paired runs), so a new adapter is initialised from different numbers than the old
+    version drew.
+    """
     import yaml
 
     stored = yaml.safe_load((OLD_RUN / "config.yaml").read_text())
+    kept = json.loads((OLD_RUN / "checkpoint" / "state.json").read_text())["results"]
     run_dir = tmp_path / "old"
     shutil.copytree(OLD_RUN, run_dir)
     resumed = clift.run({**stored, "output_dir": str(run_dir)})
-    reference = clift.run({**stored, "output_dir": str(tmp_path / "ref")})
-    assert resumed.results["resumes"] == [{"stage": 1, "step": 4}]
-    a, b = _stable(resumed.results), _stable(reference.results)
-    for r in (a, b):
-        r["data"].pop("folder")  # where the fixture benchmark lived when the run was made
-        r.pop("environment")
-    assert a == b
+    out = resumed.results
+    assert out["resumes"] == [{"stage": 1, "step": 4}]
+    assert out["status"] == "complete" and len(out["matrix"]) == len(out["tasks"]) == 3
+    assert out["matrix"][0] == kept["matrix"][0] and out["zero_shot"] == kept["zero_shot"]
+    assert out["training"][0] == kept["training"][0]
+    assert set(out["metrics"]) == {"aa", "bwt", "fwt", "forgetting"}
+    assert "intervals" not in out  # the old rows carry no per-example correctness to resample
 
 
 def test_crash_before_first_checkpoint_keeps_zero_shot_row(tmp_path, monkeypatch):

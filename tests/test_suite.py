@@ -99,15 +99,22 @@ def test_aggregate_hand_made_results_into_the_expected_table():
     assert [r["label"] for r in rows] == ["zero-shot", "a", "b"]
     a = rows[1]
     assert a["n"] == 2 and a["method"] == "seq_lora" and a["orders"] == ["o1", "o2"] and a["seeds"] == [1]
-    assert a["aa"] == {"mean": 55.0, "std": pytest.approx(50**0.5), "n": 2}
-    assert a["fwt"] == {"mean": 2.0, "std": None, "n": 1}
+    # AA 50 and 60: s = 7.071, t_{0.975, 1} = 12.7062 -> half width 12.7062 * 7.071 / sqrt(2) = 63.531
+    assert a["aa"] == {
+        "mean": 55.0,
+        "std": pytest.approx(50**0.5),
+        "n": 2,
+        "ci95": pytest.approx([-8.531, 118.531], abs=1e-3),
+    }
+    assert a["fwt"] == {"mean": 2.0, "std": None, "n": 1, "ci95": None}
     assert a["peak_memory_mb"] == 1200.0 and a["wall_seconds"]["mean"] == 110.0
     assert rows[2]["needs_task_id"] is True and rows[2]["bwt"]["mean"] is None
     assert rows[0]["aa"]["mean"] == 30.0 and rows[0]["n"] == 2
     assert format_table(rows).splitlines() == [
         *TABLE_HEAD,
-        "| zero-shot | 2 | 30.0 ± 7.1 | — | — | — | — | — |",
-        "| a | 2 | 55.0 ± 7.1 | -15.0 ± 7.1 | 2.0 | 15.0 ± 7.1 | 110 ± 14 | 1200 |",
+        "| zero-shot | 2 | 30.0 ± 7.1 [-33.5, 93.5] | — | — | — | — | — |",
+        "| a | 2 | 55.0 ± 7.1 [-8.5, 118.5] | -15.0 ± 7.1 [-78.5, 48.5] | 2.0 | 15.0 ± 7.1 [-48.5, 78.5] "
+        "| 110 ± 14 | 1200 |",
         "| b † | 1 | 70.0 | — | — | — | 50 | 900 |",
     ]
     # default labels are the method names; incomplete runs are refused
@@ -201,9 +208,14 @@ def test_report_only_reads_hand_made_result_files(tmp_path):
     table = [line for line in result.markdown.splitlines() if line.startswith("|")]
     assert table == [
         *TABLE_HEAD,
-        "| zero-shot | 2 | 25.0 ± 0.0 | — | — | — | — | — |",
-        "| seq_lora | 2 | 42.0 ± 2.8 | -6.0 ± 1.4 | 2.0 ± 1.4 | 6.0 ± 1.4 | 100 ± 0 | 1000 |",
+        "| zero-shot | 2 | 25.0 ± 0.0 [25.0, 25.0] | — | — | — | — | — |",
+        "| seq_lora | 2 | 42.0 ± 2.8 [16.6, 67.4] | -6.0 ± 1.4 [-18.7, 6.7] | 2.0 ± 1.4 [-10.7, 14.7] "
+        "| 6.0 ± 1.4 [-6.7, 18.7] | 100 ± 0 | 1000 |",
         "| olora-x | 1 | 50.0 | -1.0 | 0.0 | 1.0 | 100 | 1000 |",
+        # olora-x against the reference, paired over the one (order, seed) both have: no interval
+        "| method − seq_lora | pairs | ΔAA | ΔBWT | Δforgetting |",
+        "|---|---:|---:|---:|---:|",
+        "| olora-x | 1 | +10.0 | +4.0 | -4.0 |",
     ]
     assert "Not finished (left out of the table): olora-x/o2-s1." in result.markdown
     on_disk = json.loads((tmp_path / "suite" / "suite.json").read_text())

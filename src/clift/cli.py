@@ -143,7 +143,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from clift.report import write_report
 
-    path = write_report(args.run_dirs, args.out)
+    path = write_report(args.run_dirs, args.out, allow_mixed=args.allow_mixed)
     print(f"report written to {path} (plots beside it)")
     return 0
 
@@ -178,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="Markdown + PNG plots (matrix heatmap, forgetting curves, mean ± std tables)")
     p.add_argument("run_dirs", nargs="+", help="one or more run directories")
     p.add_argument("--out", help="output folder (default: RUN_DIR/report, or ./report for several runs)")
+    p.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="runs of different model/benchmark/budget/eval: one summary per setting instead of refusing",
+    )
     p.set_defaults(func=_cmd_report)
 
     from clift.suite import add_compare_parser  # `clift compare`: the comparison suite

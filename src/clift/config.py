@@ -188,15 +188,26 @@ class EvalConfig(Validated):
     """How accuracy is measured after every task.
 
     Attributes:
-        mode: ``generate`` (greedy decoding + normalised exact match, the papers' metric) or ``rank``
-            (pick the label option with the highest log-likelihood: faster, no generation). Default generate.
+        mode: ``generate`` (greedy decoding + normalised exact match, the papers' metric), ``rank``
+            (pick the label option with the highest log-likelihood, one forward pass per option) or
+            ``score`` (the same choice as ``rank`` from one prompt pass per example: every option is scored
+            off the prompt's KV cache). Default generate.
+        score_norm: how ``score`` compares options: ``none`` (summed log-likelihood, = ``rank``),
+            ``length`` (per token) or ``pmi`` (minus the option's log-likelihood under the task's
+            content-free prompt, i.e. calibrated). Default none.
+        bootstrap: resamples of the per-run bootstrap intervals of every cell and metric (recorded in
+            results.json as ``intervals``); 0 turns them off. Default 1000.
         split: ``test`` (reported numbers) or ``dev`` (for tuning; never tune on test). Default test.
         batch_size: examples per evaluation forward. Default 16.
         max_new_tokens: generation budget; null = the longest label in tokens + 4.
         zero_shot: evaluate the untouched base model first (row b, needed for FWT). Default true.
     """
 
-    mode: Literal["generate", "rank"] = field(default="generate", metadata={"help": "generate | rank"})
+    mode: Literal["generate", "rank", "score"] = field(default="generate", metadata={"help": "generate | rank | score"})
+    score_norm: Literal["none", "length", "pmi"] = field(
+        default="none", metadata={"help": "score mode: none | length | pmi"}
+    )
+    bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for intervals (0: off)"})
     split: Literal["test", "dev"] = field(default="test", metadata={"help": "test | dev"})
     batch_size: int = field(default=16, metadata={"help": "examples per eval forward"})
     max_new_tokens: int | None = field(default=None, metadata={"help": "null: longest label + 4"})
@@ -205,6 +216,11 @@ class EvalConfig(Validated):
     def problems(self) -> list[str]:
         p: list[str] = []
         _check(p, self.batch_size >= 1, f"eval.batch_size must be >= 1, got {self.batch_size}.")
+        _check(
+            p,
+            self.bootstrap == 0 or self.bootstrap >= 100,
+            f"eval.bootstrap must be 0 (off) or >= 100 resamples (1000 for a 95 % interval), got {self.bootstrap}.",
+        )
         _check(
             p,
             self.max_new_tokens is None or self.max_new_tokens >= 1,

@@ -3,7 +3,9 @@
 ``generate`` decodes greedily and compares the normalised text with the normalised label (the papers'
 metric). ``rank`` scores every label option by the summed log-likelihood of ``option + eos`` given the
 prompt and predicts the best one — no generation, so the prediction is always a valid label; its cost
-grows with the number of options. Examples are split across processes and gathered, so a multi-process
+grows with the number of options. ``score`` predicts what ``rank`` predicts from one prompt pass per
+example (the options are scored off the prompt's KV cache, :mod:`clift.scoring`), optionally length-
+normalised or calibrated (``eval.score_norm``). Examples are split across processes and gathered, so a multi-process
 run evaluates each example once.
 """
 
@@ -18,6 +20,7 @@ from torch import nn
 from clift.config import EvalConfig
 from clift.data.collate import IGNORE_INDEX, GenerationCollator, PromptEncoder, TrainCollator
 from clift.data.task import Example, Task, normalize_answer
+from clift.scoring import normalize_scores, option_logprobs
 
 
 @dataclass
@@ -123,6 +126,32 @@ class Evaluator:
         table = torch.cat(scores).view(len(exs), len(options))
         return [options[j] for j in table.argmax(-1).tolist()]
 
+    @torch.no_grad()
+    def _score(self, model: nn.Module, task: Task, exs: list[Example], desc: str = "") -> list[str]:
+        options = list(task.labels)
+        norm = self.cfg.score_norm
+        prior = None
+        if norm == "pmi":
+            # the content-free prompt: the task's template with an empty sentence, scored once per task
+            empty = [self.enc.prompt_ids(task, "")]
+            with self.acc.autocast():
+                prior = option_logprobs(model, self.enc, empty, options)[0][0]
+        preds: list[str] = []
+        for i in self._batches(len(exs), desc):
+            prompts = [self.enc.prompt_ids(task, ex.sentence) for ex in exs[i : i + self.cfg.batch_size]]
+            with self.acc.autocast():
+                scores, lengths = option_logprobs(model, self.enc, prompts, options)
+            best = normalize_scores(scores, lengths, prior, norm).argmax(-1)
+            preds.extend(options[j] for j in best.tolist())
+        return preds
+
+    def _predict(self, model: nn.Module, task: Task, exs: list[Example], desc: str) -> list[str]:
+        if self.cfg.mode == "rank":
+            return self._rank(model, task, exs, desc)
+        if self.cfg.mode == "score":
+            return self._score(model, task, exs, desc)
+        return self._generate(model, task, exs, desc)
+
     def evaluate(self, model: nn.Module, task: Task, examples: list[Example], desc: str = "") -> TaskEval:
         """Accuracy of ``model`` on ``examples`` of ``task`` (every process must call this together)."""
         from accelerate.utils import gather_object
@@ -132,11 +161,7 @@ class Evaluator:
         indices = list(range(len(examples)))
         with self.acc.split_between_processes(indices) as mine:
             exs = [examples[i] for i in mine]
-            preds = (
-                self._rank(model, task, exs, desc)
-                if self.cfg.mode == "rank"
-                else self._generate(model, task, exs, desc)
-            )
+            preds = self._predict(model, task, exs, desc)
             local = [
                 {
                     "idx": i,

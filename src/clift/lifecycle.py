@@ -10,6 +10,16 @@ the finished stages without computing anything, then loading the values::
 
     start_method → replay_structure(finished stages) → load_tracked + method.load_state_dict
 
+**Paired runs.** Structure hooks (``attach``, ``before_task``, ``after_task``, ``restore_task``) build
+modules — a new LoRA, DEAL's filter and MLP — and PEFT and torch initialise them from the global
+generator. Run there, they would leave every method's training stream (dropout masks) in a different
+state, so a per-order difference between two methods would mix the method with random-stream noise.
+They therefore run inside :func:`structure_rng`: a forked generator seeded from the run seed and the
+stage only, restored afterwards. Every method enters each stage's training with the same global state
+(and batches come from a per-stage generator), so methods that build the same thing at a stage (``seq_lora``
+and ``inc_lora`` at the first) build identical modules and see identical dropout masks; method-private
+randomness draws from the method's own generator (``MethodContext.seed`` and the method name).
+
 A checkpoint holds the *tracked* tensors (:func:`tracked_tensors`): everything the method added to the
 base model, plus base weights that trained. A new lifecycle hook is added here, and the runner and
 ``clift.export`` both follow it.
@@ -17,7 +27,8 @@ base model, plus base weights that trained. A new lifecycle hook is added here, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +76,45 @@ def make_context(
     )
 
 
+# separates the structure stream from the run's other seeded streams (data selection, batches)
+_STRUCTURE_SALT = 7919
+
+
+@contextlib.contextmanager
+def structure_rng(seed: int, stage_index: int) -> Iterator[None]:
+    """Run a structure hook on a torch random stream of its own, leaving the global stream untouched.
+
+    Args:
+        seed: the run seed.
+        stage_index: the stage the hook belongs to (-1 for ``attach``).
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed * _STRUCTURE_SALT + stage_index + 1)
+        yield
+
+
+def _seed_of(method: ContinualMethod) -> int:
+    return method.ctx.seed if method.ctx is not None else 0
+
+
 def start_method(method: ContinualMethod, ctx: MethodContext, model: nn.Module) -> nn.Module:
     """Give ``method`` its context and let it prepare the base model; returns the model to train."""
     method.setup(ctx)
-    return method.attach(model)
+    with structure_rng(ctx.seed, -1):
+        return method.attach(model)
+
+
+def enter_stage(method: ContinualMethod, model: nn.Module, stage: Stage) -> nn.Module:
+    """``method.before_task`` on the structure stream of ``stage``."""
+    with structure_rng(_seed_of(method), stage.index):
+        return method.before_task(model, stage)
+
+
+def leave_stage(method: ContinualMethod, model: nn.Module, stage: Stage) -> nn.Module:
+    """``method.after_task`` on the structure stream of ``stage`` (its draws never reach the next stage's)."""
+    with structure_rng(_seed_of(method), stage.index):
+        return method.after_task(model, stage)
 
 
 def replay_structure(method: ContinualMethod, model: nn.Module, stages: Iterable[Stage]) -> nn.Module:
@@ -77,8 +123,9 @@ def replay_structure(method: ContinualMethod, model: nn.Module, stages: Iterable
     Values are not computed: :func:`load_tracked` and ``method.load_state_dict`` overwrite them.
     """
     for stage in stages:
-        model = method.before_task(model, stage)
-        model = method.restore_task(model, stage)
+        model = enter_stage(method, model, stage)
+        with structure_rng(_seed_of(method), stage.index):
+            model = method.restore_task(model, stage)
     return model
 
 

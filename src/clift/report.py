@@ -15,6 +15,7 @@ from typing import Any
 from clift import safety
 from clift.errors import CliftError
 from clift.io import atomic_write_text, relative_path
+from clift.pooling import check_poolable, group_runs
 from clift.results import RESULTS_FILE, RunRecord, format_matrix, read_record
 
 
@@ -79,16 +80,32 @@ def forgetting_curves(record: RunRecord, path: Path) -> Path:
     return path
 
 
-def aa_bars(rows: list[dict[str, Any]], path: Path) -> Path:
-    """PNG bar chart of AA (mean ± std) per method row of the aggregated table."""
+#: rows that are points of reference, not continual methods: drawn apart and in grey
+REFERENCE_ROWS = ("zero-shot", "per_task", "mtl")
+
+
+def metric_bars(rows: list[dict[str, Any]], metric: str, path: Path, ylabel: str) -> Path:
+    """PNG bar chart of one metric's mean per row, with its 95 % interval (no bar for a single run).
+
+    Continual methods come first in blue; reference rows (zero-shot, ``per_task``, ``mtl``) follow after a
+    gap, in grey, so they are never read as competing methods.
+    """
     plt = _plt()
-    rows = [r for r in rows if r["aa"]["mean"] is not None]
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 1.5), 3.6))
-    means = [r["aa"]["mean"] for r in rows]
-    stds = [r["aa"]["std"] or 0.0 for r in rows]
-    ax.bar(range(len(rows)), means, yerr=stds, capsize=3, color="#4c72b0")
-    ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=30, ha="right")
-    ax.set_ylabel("AA (%)")
+    rows = [r for r in rows if r[metric]["mean"] is not None]
+    methods = [r for r in rows if r["label"] not in REFERENCE_ROWS]
+    refs = [r for r in rows if r["label"] in REFERENCE_ROWS]
+    xs = list(range(len(methods))) + [len(methods) + 0.6 + i for i in range(len(refs))]
+    ordered = methods + refs
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(ordered) + 1.5), 3.6))
+    for x, r in zip(xs, ordered, strict=True):
+        stat = r[metric]
+        ci = stat.get("ci95")
+        err = None if not ci else [[stat["mean"] - ci[0]], [ci[1] - stat["mean"]]]
+        color = "#9a9a9a" if r["label"] in REFERENCE_ROWS else "#4c72b0"
+        ax.bar([x], [stat["mean"]], yerr=err, capsize=3, color=color)
+    ax.set_xticks(xs, [f"{r['label']} (n={r[metric]['n']})" for r in ordered], rotation=30, ha="right")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -96,23 +113,57 @@ def aa_bars(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def aa_bars(rows: list[dict[str, Any]], path: Path) -> Path:
+    """PNG bar chart of AA per row with 95 % interval bars (see :func:`metric_bars`)."""
+    return metric_bars(rows, "aa", path, "AA (%)")
+
+
+def _summary_section(records: list[RunRecord], out: Path, prefix: str = "") -> list[str]:
+    """The mean ± std [95 % interval] table of complete runs and the AA and BWT charts."""
+    from clift.suite import aggregate, format_table
+
+    rows = aggregate(records)
+    aa = aa_bars(rows, safety.refuse_link_target(out / f"{prefix}aa.png"))
+    bwt = metric_bars(rows, "bwt", safety.refuse_link_target(out / f"{prefix}bwt.png"), "BWT (points)")
+    return [format_table(rows), "", f"![AA per method]({aa.name})", f"![BWT per method]({bwt.name})", ""]
+
+
+def _summaries(records: list[RunRecord], dirs: list[Path], out: Path, allow_mixed: bool) -> list[str]:
+    """Summary sections: one for a poolable set of complete runs, or one per setting with ``allow_mixed``."""
+    complete = [(r, d) for r, d in zip(records, dirs, strict=True) if r.complete]
+    if len(complete) < 2:
+        return []
+    dicts = [r.to_dict() for r, _ in complete]
+    heading = "## Summary (mean ± std [95 % interval] over runs)"
+    if not allow_mixed:
+        return [heading, "", *_summary_section([r for r, _ in complete], out)]
+    lines: list[str] = []
+    for k, (label, idx) in enumerate(group_runs(dicts), 1):
+        lines += [f"{heading} — {label}", ""]
+        lines += _summary_section([complete[i][0] for i in idx], out, prefix=f"setting{k}-")
+    return lines
+
+
 def _run_label(record: RunRecord, run_dir: Path) -> str:
     return str(record.run.name or run_dir.name)
 
 
-def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
+def write_report(run_dirs: list[str | Path], out: str | Path | None = None, allow_mixed: bool = False) -> Path:
     """Write ``report.md`` and PNG plots for ``run_dirs`` into ``out``.
 
     Args:
         run_dirs: run directories (complete or still running; a running one is plotted as far as it got
             and left out of the summary table).
         out: output folder; default: the single run's folder, or ``./report`` for several runs.
+        allow_mixed: pool runs of different settings (model, benchmark, budgets, eval) into one table per
+            setting instead of refusing them.
 
     Returns:
         The path of ``report.md``.
 
     Raises:
-        CliftError: for a folder that holds no results.json.
+        CliftError: for a folder that holds no results.json, or complete runs of different settings
+            without ``allow_mixed`` (the message names the differing keys).
     """
     dirs = [Path(d) for d in run_dirs]
     if not dirs:
@@ -122,15 +173,12 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> P
             raise CliftError(f"{str(d)!r} holds no {RESULTS_FILE}; give folders written by `clift run`.")
     out = Path(out) if out is not None else (dirs[0] / "report" if len(dirs) == 1 else Path("report"))
     records = [read_record(d) for d in dirs]
+    if not allow_mixed:  # refuse before writing anything
+        done = [(r.to_dict(), str(d)) for r, d in zip(records, dirs, strict=True) if r.complete]
+        check_poolable([r for r, _ in done], [d for _, d in done], "clift report")
     safety.claim_folder(out, "report", "choose another folder with --out.")
     lines = ["# clift report", ""]
-    complete = [r for r in records if r.complete]
-    if len(complete) > 1:
-        from clift.suite import aggregate, format_table
-
-        rows = aggregate(complete)
-        lines += ["## Summary (mean ± std over runs)", "", format_table(rows), ""]
-        lines += [f"![AA per method]({aa_bars(rows, safety.refuse_link_target(out / 'aa.png')).name})", ""]
+    lines += _summaries(records, dirs, out, allow_mixed)
     used: set[str] = set()
     for d, rec in zip(dirs, records, strict=True):
         label = _run_label(rec, d)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import yaml
 
 from clift.errors import DataError
@@ -48,6 +49,9 @@ _BOOKKEEPING = frozenset({"extra", "key_order"})
 
 
 # ---- typed JSON records -------------------------------------------------------------------------
+ZERO_SHOT_KEY = "zero_shot"
+
+
 @dataclass
 class JsonRecord:
     """Base of the results.json records: typed fields, in the file's key order, unknown keys kept.
@@ -294,9 +298,14 @@ class RunRecord(JsonRecord):
         config: the resolved configuration (``RunConfig.to_dict()``).
         method_stats: the method's own numbers (``ContinualMethod.stats()``), set after each stage.
         resumes: the checkpoints this run resumed from (None: never resumed).
+        correct: per evaluated row (``"zero_shot"``, then the stage index as a string) one string of
+            ``0``/``1`` per task, the correctness of each test example in evaluation order — what the
+            bootstrap resamples (None in files before it existed).
+        intervals: the bootstrap intervals of every cell and metric (:func:`clift.stats.bootstrap_run`),
+            set when the run completes (None: not computed).
     """
 
-    optional: ClassVar[frozenset[str]] = frozenset({"environment", "method_stats", "resumes"})
+    optional: ClassVar[frozenset[str]] = frozenset({"environment", "method_stats", "resumes", "correct", "intervals"})
 
     status: str = "running"
     run: RunInfo = field(default_factory=RunInfo)
@@ -321,6 +330,8 @@ class RunRecord(JsonRecord):
     config: dict[str, Any] = field(default_factory=dict)
     method_stats: dict[str, Any] | None = None
     resumes: list[Resume] | None = None
+    correct: dict[str, list[str]] | None = None
+    intervals: dict[str, Any] | None = None
 
     @property
     def complete(self) -> bool:
@@ -357,6 +368,25 @@ class RunRecord(JsonRecord):
         """Forget every completed stage (keep the zero-shot row): a crash lost the checkpoint of them."""
         self.stages, self.matrix, self.training = [], [], []
         self.timings.stages = []
+        if self.correct is not None:
+            self.correct = {k: v for k, v in self.correct.items() if k == ZERO_SHOT_KEY}
+
+    def add_correct(self, row: str, outcomes: list[list[bool]]) -> None:
+        """Store one evaluated row's per-example correctness (``row``: ``zero_shot`` or a stage index)."""
+        packed = ["".join("1" if c else "0" for c in task) for task in outcomes]
+        self.put("correct", {**(self.correct or {}), row: packed})
+
+    def correctness(self) -> tuple[list[list[np.ndarray]], list[np.ndarray] | None] | None:
+        """The stored correctness as arrays: (per stage, per task) and the zero-shot row; None if incomplete."""
+        if not self.correct or any(str(i) not in self.correct for i in range(len(self.matrix))):
+            return None
+
+        def arrays(packed: list[str]) -> list[np.ndarray]:
+            return [np.frombuffer(p.encode(), dtype=np.uint8) - ord("0") for p in packed]
+
+        rows = [arrays(self.correct[str(i)]) for i in range(len(self.matrix))]
+        zero = self.correct.get(ZERO_SHOT_KEY)
+        return rows, (arrays(zero) if zero is not None else None)
 
     def update_summary(self, n_stages: int, own_stage: Mapping[int, int]) -> None:
         """Recompute ``metrics`` (once all ``n_stages`` rows exist) and ``per_task``.

@@ -39,12 +39,21 @@ from clift.divergence import DivergenceGuard
 from clift.errors import ConfigError, DataError, ResumeError, TrainingError
 from clift.evaluation import Evaluator
 from clift.integrity import check_data_unchanged, check_stage_range
-from clift.lifecycle import load_tracked, make_context, replay_structure, start_method, tracked_tensors
+from clift.lifecycle import (
+    enter_stage,
+    leave_stage,
+    load_tracked,
+    make_context,
+    replay_structure,
+    start_method,
+    tracked_tensors,
+)
 from clift.methods import ContinualMethod, Stage, build_method
 from clift.models import LoadedModel, load_model
 from clift.results import (
     ADAPTERS_DIR,
     RESULTS_FILE,
+    ZERO_SHOT_KEY,
     Budgets,
     RunInfo,
     RunRecord,
@@ -59,6 +68,7 @@ from clift.results import (
     write_predictions,
     write_record,
 )
+from clift.stats import bootstrap_run
 
 log = logging.getLogger("clift")
 
@@ -301,16 +311,16 @@ class Runner:
         resume: Checkpoint | None,
     ) -> nn.Module:
         """before_task → train → after_task → evaluate every task → save, record and checkpoint."""
-        model = method.before_task(model, stage)
+        model = enter_stage(method, model, stage)
         model.to(self.acc.device)
         if resume is not None:
             self._restore(model, method, resume)
         t0 = time.time()
         train_log = self.train_stage(model, method, stage, resume)
         t_train = time.time() - t0
-        model = method.after_task(model, stage)
+        model = leave_stage(method, model, stage)
         t0 = time.time()
-        row, preds = self._evaluate_all(model, method, stage, stream)
+        row, preds, outcomes = self._evaluate_all(model, method, stage, stream)
         t_eval = time.time() - t0
         if self.cfg.save_adapters and self.acc.is_main_process:
             folder = self.run_dir / ADAPTERS_DIR / f"{stage.index}-{stage.name}"
@@ -319,10 +329,12 @@ class Runner:
         timing = StageTiming(stage.name, t_train, t_eval, _peak_memory_mb(self.acc.device))
         record = self.record
         record.add_stage(stage.name, row, train_log, timing)
+        record.add_correct(str(stage.index), outcomes)
         record.update_summary(len(stages), {s.task_index: s.index for s in stages if s.task_index >= 0})
         if stage.index == len(stages) - 1:
             record.status = "complete"
             record.put("method_stats", method.stats())
+            self._add_intervals(record)
             kept = record.timings.total_seconds_before_resume or 0.0
             record.timings.put("total_seconds", time.time() - self._t_start + kept)
             if self.acc.is_main_process:
@@ -485,23 +497,36 @@ class Runner:
 
     def _zero_shot(self, model: nn.Module, stream: Stream) -> None:
         t0 = time.time()
-        self.record.zero_shot = [self._evaluate(model, t, self.cfg.eval.split, "zero-shot").accuracy for t in stream]
+        evals = [self._evaluate(model, t, self.cfg.eval.split, "zero-shot") for t in stream]
+        self.record.zero_shot = [ev.accuracy for ev in evals]
+        self.record.add_correct(ZERO_SHOT_KEY, [[bool(p["correct"]) for p in ev.predictions] for ev in evals])
         self.record.timings.put("zero_shot_seconds", time.time() - t0)
         if self.acc.is_main_process:
             write_record(self.run_dir, self.record)
 
     def _evaluate_all(
         self, model: nn.Module, method: ContinualMethod, stage: Stage, stream: Stream
-    ) -> tuple[list[float], list[dict[str, Any]]]:
-        """Every task's accuracy after ``stage`` (R's row) and the predictions, tagged by task."""
+    ) -> tuple[list[float], list[dict[str, Any]], list[list[bool]]]:
+        """Every task's accuracy after ``stage`` (R's row), the predictions tagged by task, and per task the
+        correctness of each example (for the bootstrap)."""
         row: list[float] = []
         preds: list[dict[str, Any]] = []
+        outcomes: list[list[bool]] = []
         for j, task in enumerate(stream):
             with method.eval_scope(model, j) as m:
                 ev = self._evaluate(m, task, self.cfg.eval.split, f"after {stage.index + 1}.{stage.name}")
             row.append(ev.accuracy)
             preds += [{"task": task.name, **p} for p in ev.predictions]
-        return row, preds
+            outcomes.append([bool(p["correct"]) for p in ev.predictions])
+        return row, preds, outcomes
+
+    def _add_intervals(self, record: RunRecord) -> None:
+        """Bootstrap intervals of every cell and metric (``eval.bootstrap`` resamples, seeded by the run seed)."""
+        data = record.correctness()
+        if self.cfg.eval.bootstrap == 0 or data is None:
+            return
+        rows, zero = data
+        record.put("intervals", bootstrap_run(rows, zero, self.cfg.eval.bootstrap, seed=self.cfg.seed))
 
     # ---- training -----------------------------------------------------------------------------
     def compute_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:

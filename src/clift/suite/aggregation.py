@@ -7,19 +7,25 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from clift.results import RunRecord
+from clift.stats import paired_differences, t_interval
 from clift.suite.schema import dedupe
 
 METRICS = ("aa", "bwt", "fwt", "forgetting")
 
 
-def _stat(values: Sequence[float | None]) -> dict[str, float | int | None]:
-    """Mean and sample standard deviation (ddof 1; None for fewer than two values) of the non-None values."""
+def _stat(values: Sequence[float | None]) -> dict[str, Any]:
+    """Mean, sample standard deviation (ddof 1) and 95 % t-interval of the non-None values.
+
+    ``std`` and ``ci95`` are None for fewer than two values (no spread, no interval from one run).
+    """
     vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not vals:
-        return {"mean": None, "std": None, "n": 0}
+        return {"mean": None, "std": None, "n": 0, "ci95": None}
     mean = sum(vals) / len(vals)
     std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
-    return {"mean": mean, "std": std, "n": len(vals)}
+    summary = t_interval(vals)
+    ci = None if summary.low is None else [summary.low, summary.high]
+    return {"mean": mean, "std": std, "n": len(vals), "ci95": ci}
 
 
 def as_record(results: RunRecord | Mapping[str, Any]) -> RunRecord:
@@ -34,7 +40,7 @@ def peak_memory_mb(results: RunRecord | Mapping[str, Any]) -> float | None:
 
 
 def _zero_shot_row(zero: Mapping[tuple[Any, ...], float]) -> dict[str, Any]:
-    empty = {"mean": None, "std": None, "n": 0}
+    empty = {"mean": None, "std": None, "n": 0, "ci95": None}
     return {
         "label": "zero-shot",
         "method": None,
@@ -117,3 +123,45 @@ def aggregate(
             zero.setdefault((run.model, run.stream, run.seed), sum(b) / len(b))  # type: ignore[arg-type]
     rows = [_zero_shot_row(zero)] if zero else []
     return rows + [_label_row(label, group) for label, group in groups.items()]
+
+
+PAIRED_METRICS = ("aa", "bwt", "forgetting")
+
+
+def _pair_key(record: RunRecord) -> tuple[str, Any]:
+    """(order, seed) of a run: the unit over which two methods are paired."""
+    return record.run.stream.rsplit("/", 1)[-1], record.run.seed
+
+
+def paired_rows(
+    results: Sequence[RunRecord | Mapping[str, Any]], labels: Sequence[str], reference: str
+) -> list[dict[str, Any]]:
+    """Each label's difference to ``reference``, paired run by run over the same (order, seed).
+
+    ``d_k = metric(label, k) − metric(reference, k)`` for every (order, seed) ``k`` both have; the row gives
+    the mean of ``d`` and its 95 % t-interval (:func:`clift.stats.paired_differences`) per metric in
+    :data:`PAIRED_METRICS`, and ``resolved`` where the interval excludes 0.
+
+    Returns:
+        One row per label other than ``reference`` (first-appearance order); empty when ``reference`` is
+        not among the labels.
+    """
+    records = [as_record(r) for r in results]
+    by_label: dict[str, dict[tuple[str, Any], RunRecord]] = {}
+    for label, rec in zip(labels, records, strict=True):
+        by_label.setdefault(label, {})[_pair_key(rec)] = rec
+    if reference not in by_label:
+        return []
+    ref = by_label[reference]
+    rows = []
+    for label, runs in by_label.items():
+        if label == reference:
+            continue
+        row: dict[str, Any] = {"label": label, "reference": reference}
+        for m in PAIRED_METRICS:
+            mine = {k: r.metrics[m] for k, r in runs.items() if r.metrics.get(m) is not None}
+            theirs = {k: r.metrics[m] for k, r in ref.items() if r.metrics.get(m) is not None}
+            diff = paired_differences(mine, theirs)
+            row[m] = None if diff is None else {**diff.to_dict(), "resolved": diff.resolved}
+        rows.append(row)
+    return rows

@@ -18,8 +18,9 @@ import yaml
 
 from clift.errors import ConfigError, TrainingError
 from clift.io import atomic_write_json, atomic_write_text, relative_path
+from clift.pooling import check_poolable
 from clift.results import RESULTS_FILE, RunRecord
-from clift.suite.aggregation import aggregate
+from clift.suite.aggregation import aggregate, paired_rows
 from clift.suite.markdown import format_markdown, suite_meta
 from clift.suite.planning import plan, read_results
 from clift.suite.schema import Suite, SuiteRun, json_normal, load_suite, order_dir
@@ -117,7 +118,12 @@ def _execute(
 
 
 def _summary(
-    suite: Suite, runs: Sequence[SuiteRun], rows: list[dict[str, Any]], command: str, isolation: Isolation
+    suite: Suite,
+    runs: Sequence[SuiteRun],
+    rows: list[dict[str, Any]],
+    command: str,
+    isolation: Isolation,
+    paired: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The content of ``suite.json``."""
     return {
@@ -126,6 +132,7 @@ def _summary(
         "isolation": isolation,
         "config": json_normal(suite.raw),
         "rows": rows,
+        "paired": paired,
         "runs": [
             {
                 "label": r.label,
@@ -183,12 +190,17 @@ def run_suite(
     if dry_run:
         return SuiteResult(suite, runs, [], "", [])
     done, missing = _execute(runs, isolation, report_only, python)
-    rows = aggregate([r for _, r in done], [label for label, _ in done])
+    records, labels = [r for _, r in done], [label for label, _ in done]
+    check_poolable([r.to_dict() for r in records], labels, "clift compare")
+    rows = aggregate(records, labels)
+    paired = paired_rows(records, labels, suite.reference) if suite.reference else []
     meta = {**suite_meta(suite), "isolation": isolation, "missing": missing}
-    markdown = format_markdown(rows, meta, command)
+    markdown = format_markdown(rows, meta, command, paired)
     suite.output_dir.mkdir(parents=True, exist_ok=True)
     paths = [
         atomic_write_text(suite.output_dir / SUITE_MD, markdown),
-        atomic_write_json(suite.output_dir / SUITE_JSON, json_normal(_summary(suite, runs, rows, command, isolation))),
+        atomic_write_json(
+            suite.output_dir / SUITE_JSON, json_normal(_summary(suite, runs, rows, command, isolation, paired))
+        ),
     ]
     return SuiteResult(suite, runs, rows, markdown, paths)

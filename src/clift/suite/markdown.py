@@ -28,11 +28,45 @@ def suite_meta(suite: Suite) -> dict[str, Any]:
     }
 
 
-def _cell(stat: Mapping[str, Any], digits: int = 1) -> str:
+def _cell(stat: Mapping[str, Any], digits: int = 1, interval: bool = True) -> str:
+    """``mean ± std [95 % interval]`` (no ± and no interval for one run)."""
     if stat.get("mean") is None:
         return "—"
     text = f"{stat['mean']:.{digits}f}"
-    return text if stat.get("std") is None else f"{text} ± {stat['std']:.{digits}f}"
+    if stat.get("std") is not None:
+        text += f" ± {stat['std']:.{digits}f}"
+    ci = stat.get("ci95")
+    if interval and ci:
+        text += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+    return text
+
+
+def _diff_cell(diff: Mapping[str, Any] | None) -> str:
+    if not diff:
+        return "—"
+    text = f"{diff['mean']:+.1f}"
+    if diff.get("ci95"):
+        lo, hi = diff["ci95"]
+        text += f" [{lo:+.1f}, {hi:+.1f}]"
+    return f"**{text}** ✓" if diff.get("resolved") else text
+
+
+def format_paired(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Paired differences against the reference as a Markdown table (✓ and bold: interval excludes 0)."""
+    if not rows:
+        return ""
+    ref = rows[0]["reference"]
+    lines = [
+        f"| method − {ref} | pairs | ΔAA | ΔBWT | Δforgetting |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        n = (r.get("aa") or {}).get("n", 0)
+        lines.append(
+            f"| {r['label']} | {n} | {_diff_cell(r.get('aa'))} | {_diff_cell(r.get('bwt'))} | "
+            f"{_diff_cell(r.get('forgetting'))} |"
+        )
+    return "\n".join(lines)
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -46,7 +80,7 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
             label,
             str(r["n"]),
             *(_cell(r[m]) for m in METRICS),
-            _cell(r["wall_seconds"], 0),
+            _cell(r["wall_seconds"], 0, interval=False),
             "—" if peak is None else f"{peak:.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -58,9 +92,13 @@ def _threads(count: int | None) -> str:
 
 
 def format_markdown(
-    rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any] | None = None, command: str | None = None
+    rows: Sequence[Mapping[str, Any]],
+    meta: Mapping[str, Any] | None = None,
+    command: str | None = None,
+    paired: Sequence[Mapping[str, Any]] = (),
 ) -> str:
-    """``suite.md``: a short header (model, benchmark, grid, budget, command), the table and its legend."""
+    """``suite.md``: a short header (model, benchmark, grid, budget, command), the table, its legend and the
+    paired differences against the reference method."""
     meta = meta or {}
     out = [f"# Suite: {meta.get('name', 'suite')}", ""]
     facts = [(k, meta[k]) for k in ("model", "benchmark", "orders", "seeds", "budget", "eval") if meta.get(k)]
@@ -72,7 +110,8 @@ def format_markdown(
     out += [format_table(rows), ""]
     out.append(
         "AA, BWT, FWT and forgetting in percentage points (protocol.md §4), mean ± sample std over orders × "
-        "seeds (no ± for a single run); `runs` = runs aggregated. † needs the task id at inference. Wall time "
+        "seeds [95 % t-interval of the mean] (no ± and no interval for a single run); `runs` = runs aggregated "
+        "(n). † needs the task id at inference. Wall time "
         "is the whole run (model load, zero-shot row, training, evaluation after every stage); peak memory is "
         "the largest per-stage peak of any run (GPU: max allocated; CPU: the process's max RSS)."
     )
@@ -85,6 +124,14 @@ def format_markdown(
             "Wall time mixes runs made with different CPU thread counts (`environment.torch_threads` in "
             f"results.json), so it is not comparable across those runs: {'; '.join(parts)}."
         )
+    if paired:
+        out += [
+            "",
+            f"Paired differences against `{paired[0]['reference']}`, run by run over the same (order, seed): "
+            "mean difference [95 % t-interval]; **bold ✓** where the interval excludes 0 (a resolved difference).",
+            "",
+            format_paired(paired),
+        ]
     missing = meta.get("missing") or []
     if missing:
         out.append(f"Not finished (left out of the table): {', '.join(missing)}.")

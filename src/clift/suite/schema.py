@@ -16,7 +16,7 @@ from clift.errors import ConfigError
 from clift.results import _clean
 
 #: top-level keys of a suite file
-SUITE_KEYS = ("name", "base", "method_defaults", "methods", "orders", "seeds", "output_dir")
+SUITE_KEYS = ("name", "base", "method_defaults", "methods", "orders", "seeds", "output_dir", "reference")
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ORDER_RE = re.compile(r"^(?:o|order)?[_-]?(\d+)$")
@@ -76,6 +76,8 @@ class Suite:
         output_dir: where runs, ``suite.md`` and ``suite.json`` go.
         source: the suite file, if read from one.
         raw: the suite mapping after overrides (written into suite.json).
+        reference: the row label every other row is compared with, run by run over the same (order,
+            seed) pairs (``reference:`` in the file; default ``seq_lora``; ``null`` for no comparison).
     """
 
     name: str
@@ -86,6 +88,7 @@ class Suite:
     output_dir: Path
     source: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    reference: str | None = "seq_lora"
 
     def runs(self) -> list[SuiteRun]:
         """Every (method, order, seed) run, methods outermost, each validated into its config.
@@ -322,8 +325,13 @@ def load_suite(config: str | Path | Mapping[str, Any], overrides: Sequence[str] 
     seeds = _seeds(raw, base_seed, problems)
     name = str(raw.get("name") or (source.stem if source is not None else "suite"))
     output_dir = Path(str(raw.get("output_dir") or Path("runs") / "suite" / name))
+    reference = raw.get("reference", "seq_lora")
+    if reference is not None and not isinstance(reference, str):
+        problems.append(
+            f"suite.reference: got {reference!r}; give a method label of the suite (e.g. seq_lora) or null."
+        )
     if problems:
         raise ConfigError(problems)
-    suite = Suite(name, base, methods, orders, seeds, output_dir, source, raw)
+    suite = Suite(name, base, methods, orders, seeds, output_dir, source, raw, reference)
     suite.runs()  # validates every run config now, before anything is run
     return suite
