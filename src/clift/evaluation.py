@@ -18,6 +18,7 @@ from torch import nn
 from clift.config import EvalConfig
 from clift.data.collate import IGNORE_INDEX, GenerationCollator, PromptEncoder, TrainCollator
 from clift.data.task import Example, Task, normalize_answer
+from clift.text_metrics import SECONDARY, example_scores, mean_percent
 
 
 @dataclass
@@ -25,14 +26,19 @@ class TaskEval:
     """The evaluation of one task.
 
     Attributes:
-        accuracy: percentage of correct examples (0–100).
+        accuracy: the task's own metric in percent (0–100): accuracy for a label task, else its
+            ``metric`` (exact_match, rouge1 or rougeL).
         n: number of examples evaluated.
         predictions: (example id, gold label, prediction, correct) per example, in input order.
+        metric: the name of the metric in ``accuracy``.
+        scores: every metric of :data:`clift.text_metrics.SECONDARY` in percent.
     """
 
     accuracy: float
     n: int
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    metric: str = "accuracy"
+    scores: dict[str, float] = field(default_factory=dict)
 
 
 def sequence_logprob(model: nn.Module, batch: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
@@ -132,7 +138,9 @@ class Evaluator:
         indices = list(range(len(examples)))
         with self.acc.split_between_processes(indices) as mine:
             exs = [examples[i] for i in mine]
-            preds = self._rank(model, task, exs) if self.cfg.mode == "rank" else self._generate(model, task, exs)
+            # a free-form task has no options to rank: it is always scored by generation
+            rank = self.cfg.mode == "rank" and not task.free_form
+            preds = self._rank(model, task, exs) if rank else self._generate(model, task, exs)
             local = [
                 {
                     "idx": i,
@@ -154,4 +162,19 @@ class Evaluator:
         model.train(was_training)
         n = len(ordered)
         acc = 100.0 * sum(r["correct"] for r in ordered) / n if n else float("nan")
-        return TaskEval(acc, n, ordered)
+        metric, scores = score_predictions(task, ordered)
+        return TaskEval(scores[metric] if metric != "accuracy" else acc, n, ordered, metric, scores)
+
+
+def score_predictions(task: Task, rows: list[dict[str, Any]]) -> tuple[str, dict[str, float]]:
+    """The task's metric name and every metric of :data:`SECONDARY` in percent, from prediction rows.
+
+    A free-form task's rows also get their per-example ``score`` (its metric, 0–1).
+    """
+    metric = task.score_metric
+    per_example = [example_scores(r["prediction"], r["label"]) for r in rows]
+    if task.free_form:
+        for r, s in zip(rows, per_example, strict=True):
+            r["score"] = s[metric]
+    names = dict.fromkeys([*SECONDARY, metric])
+    return metric, {m: mean_percent([s[m] for s in per_example]) for m in names}

@@ -119,7 +119,8 @@ def format_matrix(results: dict[str, Any]) -> str:
     R: list[list[float]] = results["matrix"]
     width = max(8, *(len(t) for t in tasks)) + 1
     label_w = max(16, *(len(s) + 8 for s in stages))
-    lines = [f"accuracy (%) — rows: after training stage, columns: evaluated task; eval mode: {results['eval_mode']}"]
+    metric = results.get("metric", "accuracy")
+    lines = [f"{metric} (%) — rows: after training stage, columns: evaluated task; eval mode: {results['eval_mode']}"]
     lines.append("".ljust(label_w) + "".join(t.rjust(width) for t in tasks))
     if results.get("zero_shot") is not None:
         lines.append("zero-shot".ljust(label_w) + "".join(_fmt(v).rjust(width) for v in results["zero_shot"]))
@@ -130,4 +131,7 @@ def format_matrix(results: dict[str, Any]) -> str:
         f"AA {_fmt(m.get('aa'))}   BWT {_fmt(m.get('bwt'), True)}   FWT {_fmt(m.get('fwt'), True)}   "
         f"forgetting {_fmt(m.get('forgetting'))}"
     )
+    others = {k: v for k, v in results.get("by_metric", {}).items() if k != metric and v.get("metrics")}
+    if others:  # e.g. "AA / R-1" for a label stream, as DEAL's Table 1 reports it
+        lines.append("   ".join(f"{k}: AA {_fmt(v['metrics'].get('aa'))}" for k, v in others.items()))
     return "\n".join(lines)

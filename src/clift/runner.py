@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from clift import text_metrics
 from clift.checkpoint import (
     CHECKPOINT_DIR,
     Checkpoint,
@@ -312,6 +313,7 @@ class Runner:
             results["resumes"] = [*results.get("resumes", []), {"stage": ckpt.stage, "step": ckpt.step}]
         elif old_results is not None:  # crashed before the first checkpoint: keep only the zero-shot row
             results = {**old_results, "stages": [], "matrix": [], "training": []}
+            text_metrics.reset_rows(results)
             results["timings"] = {
                 "stages": [],
                 **{k: v for k, v in old_results["timings"].items() if k != "stages"},
@@ -332,7 +334,9 @@ class Runner:
 
         if cfg.eval.zero_shot and results["zero_shot"] is None:
             t0 = time.time()
-            results["zero_shot"] = [self._evaluate(model, t, split, "zero-shot").accuracy for t in stream]
+            evals = [self._evaluate(model, t, split, "zero-shot") for t in stream]
+            results["zero_shot"] = [e.accuracy for e in evals]
+            text_metrics.add_zero_shot(results, evals)
             results["timings"]["zero_shot_seconds"] = time.time() - t0
             if self.acc.is_main_process:
                 write_results(self.run_dir, results)
@@ -379,12 +383,14 @@ class Runner:
             t_train = time.time() - t0
             model = method.after_task(model, stage)
             t0 = time.time()
-            row, preds = [], []
+            row, preds, evals = [], [], []
             for j, task in enumerate(stream):
                 with method.eval_scope(model, j) as m:
                     ev = self._evaluate(m, task, split, f"after {stage.index + 1}.{stage.name}")
                 row.append(ev.accuracy)
+                evals.append(ev)
                 preds += [{"task": task.name, **p} for p in ev.predictions]
+            text_metrics.add_row(results, evals)
             t_eval = time.time() - t0
             saved: list[str] = []
             if cfg.save_adapters and self.acc.is_main_process:
@@ -443,6 +449,7 @@ class Runner:
             "kind": kind,
             "eval_mode": cfg.eval.mode,
             "eval_split": cfg.eval.split,
+            **text_metrics.new_metric_results([t.score_metric for t in stream]),
             "tasks": stream.task_names,
             "stages": [],
             "zero_shot": None,
@@ -474,6 +481,7 @@ class Runner:
         b = results["zero_shot"]
         complete = len(R) == len(stages)
         results["metrics"] = all_metrics(R, b) if (R and complete) else {}
+        text_metrics.update_metrics(results, complete)
         own = {s.task_index: s.index for s in stages if s.task_index >= 0}
         per_task = {}
         for j, task in enumerate(stream):
