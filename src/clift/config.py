@@ -280,6 +280,9 @@ class DataConfig(Validated):
         max_source_length: prompt tokens kept (only the sentence is truncated). Default 256.
         max_target_length: label tokens kept in training. Default 50.
         seed: data-selection seed; null = the run's seed.
+        prompt: the prompt template (:mod:`clift.data.prompts`): ``olora`` (default, the papers'
+            format), ``chat`` (the tokenizer's chat template, loss on the assistant turn) or a format
+            string with ``{input}`` and any of ``{instruction}``, ``{options}``, ``{name}``, ``{family}``.
     """
 
     benchmark: str = field(default="fixture", metadata={"help": "benchmark name (clift ls benchmarks)"})
@@ -293,9 +296,12 @@ class DataConfig(Validated):
     max_source_length: int = field(default=256, metadata={"help": "max prompt tokens"})
     max_target_length: int = field(default=50, metadata={"help": "max label tokens"})
     seed: int | None = field(default=None, metadata={"help": "data seed (null: run seed)"})
+    prompt: str = field(default="olora", metadata={"help": "olora | chat | format string with {input}"})
 
     def problems(self) -> list[str]:
-        p: list[str] = []
+        from clift.data.prompts import check_prompt
+
+        p: list[str] = check_prompt(self.prompt)
         for key in ("train_per_task", "dev_per_task", "test_per_task"):
             v = getattr(self, key)
             _check(p, v is None or v >= 0, f"data.{key} must be >= 0 or null (all), got {v}.")

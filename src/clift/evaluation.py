@@ -101,7 +101,7 @@ class Evaluator:
             do_sample=False,
             num_beams=1,
             pad_token_id=self.enc.pad_id,
-            eos_token_id=self.enc.eos_id,
+            eos_token_id=self.enc.stop_ids if len(self.enc.stop_ids) > 1 else self.enc.eos_id,
             decoder_start_token_id=getattr(getattr(model, "config", None), "decoder_start_token_id", None),
         )
         out: list[str] = []
@@ -112,7 +112,7 @@ class Evaluator:
                 seqs = model.generate(**batch, generation_config=gen_cfg)
             if self.enc.kind == "causal":
                 seqs = seqs[:, batch["input_ids"].shape[1] :]
-            out.extend(self.enc.tok.batch_decode(seqs, skip_special_tokens=True))
+            out.extend(self.enc.template.clean(t) for t in self.enc.tok.batch_decode(seqs, skip_special_tokens=True))
         return out
 
     @torch.no_grad()

@@ -34,6 +34,7 @@ from clift.checkpoint import (
 )
 from clift.config import RunConfig, load_config, upgrade_config
 from clift.data.collate import PromptEncoder, TrainCollator
+from clift.data.prompts import make_template
 from clift.data.task import Stream, Task
 from clift.errors import ConfigError, DataError, ResumeError, TrainingError
 from clift.evaluation import Evaluator
@@ -295,7 +296,9 @@ class Runner:
         model.to(self.acc.device)
         self._base_ids = {id(t) for t in model.parameters()} | {id(t) for t in model.buffers()}
         self._trained_ids: set[int] = set()
-        self.encoder = PromptEncoder(tok, kind, cfg.data.max_source_length, cfg.data.max_target_length)
+        self.encoder = PromptEncoder(
+            tok, kind, cfg.data.max_source_length, cfg.data.max_target_length, make_template(cfg.data.prompt, tok)
+        )
         self.collate = TrainCollator(self.encoder)
         self.evaluator = Evaluator(self.encoder, cfg.eval, self.acc, progress=cfg.log.progress)
         method = build_method(cfg.method)

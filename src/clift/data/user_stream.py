@@ -71,6 +71,7 @@ TASK_KEYS = (
 DEFAULT_FAMILY = "custom"
 DEFAULT_INSTRUCTION = "What is the label of the following text? Choose one from the option.\n"
 DEFAULT_OVERLAP_THRESHOLD = 0.05
+OPTION_TEXT = "Choose one from the option."
 #: how many overlapping test lines an overlap message quotes
 _QUOTED_LINES = 5
 
@@ -232,7 +233,15 @@ def _spec_for(entry: _TaskEntry, labels: tuple[str, ...], where: str, problems: 
     if not isinstance(show, bool):
         problems.append(f"{where}: 'show_options' must be true or false, got {show!r}.")
         show = True
+    if "instruction" not in raw and (not show or not labels):
+        instruction = drop_option_text(instruction)  # no option line follows, so do not ask to choose one
     return TaskSpec(name=entry.name, family=family, instruction=instruction, labels=labels, show_options=show)
+
+
+def drop_option_text(instruction: str) -> str:
+    """A default instruction without its "Choose one from the option." sentence (no options are shown)."""
+    text = instruction.replace(" " + OPTION_TEXT, "").replace(OPTION_TEXT, "")
+    return text if text.strip() else ""
 
 
 def _declared_labels(entry: _TaskEntry, where: str, problems: list[str]) -> tuple[str, ...] | None:
