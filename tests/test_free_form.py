@@ -16,8 +16,8 @@ from tests.conftest import fixture_stream, tiny_config
 def _free_stream(metric: str | None = None) -> Stream:
     tasks = []
     for name, words in (("copyA", ["red", "blue", "green", "black"]), ("copyB", ["one", "two", "three", "four"])):
-        train = [Example(f"say {w} {i}", f"{w} {i}", f"{name}-tr{i}") for i in range(6) for w in words]
-        test = [Example(f"echo {w} {i}", f"{w} {i}", f"{name}-te{i}") for i in range(2) for w in words]
+        train = [Example(f"say {w} {i}", f"{w} {i}", f"{name}-tr-{w}{i}") for i in range(6) for w in words]
+        test = [Example(f"echo {w} {i}", f"{w} {i}", f"{name}-te-{w}{i}") for i in range(2) for w in words]
         tasks.append(Task(name, "GEN", "Repeat the words.\n", (), True, train, [], test, metric))
     return Stream("free", tasks)
 

@@ -217,15 +217,18 @@ class Runner:
         return old, (load_checkpoint(folder) if folder is not None else None)
 
     def _load_stream(self) -> Stream:
-        if self._stream is not None:
-            return self._stream
+        if self._stream is not None:  # the YAML path's checks, carving and budgets apply here too
+            from clift.data.python_stream import prepare_stream
+
+            stream, self._python_provenance = prepare_stream(self._stream, self.cfg.data, self.cfg.data_seed)
+            return stream
         from clift.data.benchmarks import load_stream
 
         return load_stream(self.cfg.data, self.cfg.data_seed)
 
     def _provenance(self, stream: Stream) -> dict[str, Any]:
         if self._stream is not None:
-            return {"source": "python", "stream": stream.name}
+            return self._python_provenance
         from clift.data.benchmarks import data_provenance
 
         return data_provenance(self.cfg.data, self.cfg.data_seed, stream)

@@ -47,13 +47,14 @@ from clift.data.records import (
     sha256_file,
 )
 from clift.data.task import SPLITS, Example, Stream
-from clift.errors import DataError
+from clift.errors import ConfigError, DataError
 from clift.io import read_yaml
+from clift.text_metrics import check_metric
 
 if TYPE_CHECKING:
     from clift.config import DataConfig
 
-STREAM_KEYS = ("name", "description", "tasks", "overlap_threshold", "text_field", "label_field")
+STREAM_KEYS = ("name", "description", "tasks", "overlap_threshold", "text_field", "label_field", "id_field")
 TASK_KEYS = (
     "name",
     "family",
@@ -67,6 +68,8 @@ TASK_KEYS = (
     "label_field",
     "format",
     "overlap_threshold",
+    "id_field",
+    "metric",
 )
 DEFAULT_FAMILY = "custom"
 DEFAULT_INSTRUCTION = "What is the label of the following text? Choose one from the option.\n"
@@ -133,6 +136,7 @@ class _TaskEntry:
     text_field: str
     label_field: str
     threshold: float
+    id_field: str = "id"
 
 
 def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
@@ -152,6 +156,7 @@ def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
     name = str(data.get("name") or path.stem)
     top_text = str(data.get("text_field", "sentence"))
     top_label = str(data.get("label_field", "label"))
+    top_id = str(data.get("id_field", "id"))
     top_threshold = _threshold(data.get("overlap_threshold", DEFAULT_OVERLAP_THRESHOLD), str(path), problems)
     raw_tasks = data.get("tasks")
     if not isinstance(raw_tasks, list) or not raw_tasks:
@@ -198,7 +203,7 @@ def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
                 continue
             files[split] = fp
         if "train" not in files and raw.get("train") is None:
-            problems.append(f"{where}: 'train' is required (a .json, .jsonl or .csv file).")
+            problems.append(f"{where}: 'train' is required (a .json, .jsonl, .csv or .parquet file).")
         entries.append(
             _TaskEntry(
                 name=tname,
@@ -208,6 +213,7 @@ def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
                 text_field=str(raw.get("text_field", top_text)),
                 label_field=str(raw.get("label_field", top_label)),
                 threshold=_threshold(raw.get("overlap_threshold", top_threshold), where, problems),
+                id_field=str(raw.get("id_field", top_id)),
             )
         )
     if problems:
@@ -235,7 +241,17 @@ def _spec_for(entry: _TaskEntry, labels: tuple[str, ...], where: str, problems: 
         show = True
     if "instruction" not in raw and (not show or not labels):
         instruction = drop_option_text(instruction)  # no option line follows, so do not ask to choose one
-    return TaskSpec(name=entry.name, family=family, instruction=instruction, labels=labels, show_options=show)
+        if not labels and instruction == drop_option_text(DEFAULT_INSTRUCTION):
+            instruction = ""  # a free-form task has no label to ask for; the input speaks for itself
+    metric = raw.get("metric")
+    if metric is not None:
+        try:
+            check_metric(str(metric), not labels, where)
+        except ConfigError as err:
+            problems.append(str(err))
+    return TaskSpec(
+        name=entry.name, family=family, instruction=instruction, labels=labels, show_options=show, metric=metric
+    )
 
 
 def drop_option_text(instruction: str) -> str:
@@ -252,6 +268,14 @@ def _declared_labels(entry: _TaskEntry, where: str, problems: list[str]) -> tupl
         problems.append(f"{where}: 'labels' must be a non-empty list of label strings, got {value!r}.")
         return None
     out = []
+    unquoted = [v for v in value if isinstance(v, (bool, float))]
+    if unquoted:
+        # YAML reads yes/no/true/false/on/off as booleans and 1.0 as a float; their text is lost
+        problems.append(
+            f"{where}: 'labels' holds {unquoted}, which YAML read as {type(unquoted[0]).__name__} values, not "
+            f'label strings; quote every label in the stream file, e.g. labels: ["yes", "no"].'
+        )
+        return None
     for v in value:
         s = label_string(v)
         if not s:
@@ -300,12 +324,19 @@ def _read_user_stream(path: Path, keys: tuple[Any, ...]) -> UserStream:
         records: dict[str, list[Record]] = {}
         for split, fp in entry.files.items():
             records[split] = read_records(
-                fp, entry.text_field, entry.label_field, entry.raw.get("format"), problems=records_problems
+                fp,
+                entry.text_field,
+                entry.label_field,
+                entry.raw.get("format"),
+                problems=records_problems,
+                id_field=entry.id_field,
             )
             if not records[split] and not any(str(fp) in msg for msg in records_problems.items):
                 records_problems.add(f"{fp}:1: no records; a {split} file needs at least one.")
         labels = _declared_labels(entry, where, shape_problems)
-        if labels is None:  # inferred from train: the sorted set of its (usable) labels
+        if entry.raw.get("metric") not in (None, "accuracy"):
+            labels = ()  # a free-form task: any target text, scored by generation
+        elif labels is None:  # inferred from train: the sorted set of its (usable) labels
             labels = tuple(sorted({s for r in records.get("train", []) if (s := label_string(r.label))}))
         specs.append(_spec_for(entry, labels, where, shape_problems))
         split_examples: dict[str, list[Example]] = {}
@@ -337,6 +368,7 @@ def _read_user_stream(path: Path, keys: tuple[Any, ...]) -> UserStream:
             test_name=names["test"],
             dev_pool=dev,
             dev_name=names["dev"],
+            stratify=bool(spec.labels),
         )
         stream.splits[spec.name] = {s: tuple(result.split(s)) for s in SPLITS}
         stream.origin[spec.name] = dict(result.origin)
