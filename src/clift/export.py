@@ -177,6 +177,10 @@ def export_run(
 
             save_adapter(model, chosen, out)
             info["layout"] = "one PEFT adapter"
+        from clift.load import set_base_model
+
+        set_base_model(out, results["config"]["model"]["name"])  # PEFT leaves it null for in-memory models
+        info["base_model"] = results["config"]["model"]["name"]
     else:
         if isinstance(model, PeftModel):
             if not getattr(method, "mergeable", True):
