@@ -65,13 +65,14 @@ def _check_model_name(name: str, gguf_file: str | None) -> str:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from clift.config import load_config
 
-    cfg = load_config(*_config_args(args))
+    config, overrides = _config_args(args)
+    cfg = load_config(config, overrides)
     model_desc = _check_model_name(cfg.model.name, cfg.model.gguf_file)
     from clift.data.benchmarks import load_stream
 
     stream = load_stream(cfg.data, cfg.data_seed)
     counts = ", ".join(f"{t.name} ({len(t.train)}/{len(t.dev)}/{len(t.test)})" for t in stream)
-    print(f"{args.config or 'defaults + overrides'}: OK")
+    print(f"{config or 'defaults + overrides'}: OK")
     print(f"  method  {cfg.method.method_name()}")
     print(f"  model   {model_desc}")
     print(f"  stream  {stream.name}: {counts}  (train/dev/test)")

@@ -701,6 +701,10 @@ def load_stream(data: DataConfig, seed: int | None = None) -> Stream:
         from clift.data.user_stream import load_user_stream
 
         return load_user_stream(data.stream, data, eff_seed)
+    from clift.data.derived import DERIVED, derived_stream
+
+    if data.benchmark in DERIVED:  # free-form tasks rewritten from the pack (titles)
+        return derived_stream(data, eff_seed)
     bench, label, names = resolve_benchmark(data)
     source = _source_for(bench, data)
     specs = [bench.task_specs[n] for n in names]
@@ -820,6 +824,12 @@ def format_benchmarks_table(data_dir: str | Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def _derived_names() -> tuple[str, ...]:
+    from clift.data.derived import DERIVED
+
+    return tuple(DERIVED)
+
+
 def data_provenance(data: DataConfig, seed: int | None = None, stream: Stream | None = None) -> dict[str, Any]:
     """Where a run's data came from, for ``results.json``.
 
@@ -847,6 +857,10 @@ def data_provenance(data: DataConfig, seed: int | None = None, stream: Stream | 
 
         out = {"source": "user", "benchmark": None, "order": None}
         out.update(user_stream_provenance(data.stream))
+    elif data.benchmark in _derived_names():
+        from clift.data.derived import derived_provenance
+
+        out = derived_provenance(data, stream)
     else:
         bench, label, names = resolve_benchmark(data)
         source = _source_for(bench, data)
