@@ -393,9 +393,11 @@ class EvalConfig(Validated):
     Attributes:
         mode: ``generate`` (greedy decoding + normalised exact match, the papers' metric) or ``rank``
             (pick the label option with the highest log-likelihood: faster, no generation). Default generate.
+            Free-form tasks (no label set) are always scored by generation, with their own metric.
         split: ``test`` (reported numbers) or ``dev`` (for tuning; never tune on test). Default test.
         batch_size: examples per evaluation forward. Default 16.
-        max_new_tokens: generation budget; null = the longest label in tokens + 4.
+        max_new_tokens: generation budget; null = the longest label in tokens + 4 (free-form tasks:
+            data.max_target_length + 4).
         zero_shot: evaluate the untouched base model first (row b, needed for FWT). Default true.
     """
 
