@@ -54,7 +54,7 @@ from clift.text_metrics import check_metric
 if TYPE_CHECKING:
     from clift.config import DataConfig
 
-STREAM_KEYS = ("name", "description", "tasks", "overlap_threshold", "text_field", "label_field", "id_field")
+STREAM_KEYS = ("name", "description", "tasks", "overlap_threshold", "text_field", "label_field")
 TASK_KEYS = (
     "name",
     "family",
@@ -136,7 +136,11 @@ class _TaskEntry:
     text_field: str
     label_field: str
     threshold: float
-    id_field: str = "id"
+
+    @property
+    def id_field(self) -> str:
+        """The column holding example ids (default ``id``; used when the records have it)."""
+        return str(self.raw.get("id_field", "id"))
 
 
 def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
@@ -156,7 +160,6 @@ def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
     name = str(data.get("name") or path.stem)
     top_text = str(data.get("text_field", "sentence"))
     top_label = str(data.get("label_field", "label"))
-    top_id = str(data.get("id_field", "id"))
     top_threshold = _threshold(data.get("overlap_threshold", DEFAULT_OVERLAP_THRESHOLD), str(path), problems)
     raw_tasks = data.get("tasks")
     if not isinstance(raw_tasks, list) or not raw_tasks:
@@ -213,7 +216,6 @@ def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
                 text_field=str(raw.get("text_field", top_text)),
                 label_field=str(raw.get("label_field", top_label)),
                 threshold=_threshold(raw.get("overlap_threshold", top_threshold), where, problems),
-                id_field=str(raw.get("id_field", top_id)),
             )
         )
     if problems:
