@@ -120,8 +120,9 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         sections.append(("models", _models_table()))
     if what in ("all", "benchmarks"):
         from clift.data.benchmarks import format_benchmarks_table
+        from clift.data.derived import format_derived  # free-form benchmarks built from the pack
 
-        sections.append(("benchmarks", format_benchmarks_table()))
+        sections.append(("benchmarks", format_benchmarks_table() + "\n" + format_derived()))
     for title, body in sections:
         if len(sections) > 1:
             print(f"{title}:")

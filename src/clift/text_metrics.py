@@ -51,6 +51,10 @@ def _scorer() -> Any:
             "ROUGE needs the 'rouge-score' package, which is missing; reinstall clift (`pip install -e .`) "
             "or `pip install rouge-score`."
         ) from err
+    import logging
+
+    # rouge-score logs "Using default tokenizer." at INFO through absl, which `clift run` would print
+    logging.getLogger("absl").setLevel(logging.WARNING)
     return rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
 
 

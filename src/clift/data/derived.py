@@ -152,3 +152,14 @@ def derived_provenance(data: DataConfig, stream: Stream | None) -> dict[str, Any
         out["split_sizes"] = {t.name: {s: len(t.split(s)) for s in SPLITS} for t in stream}
         out["distinct_targets"] = {t.name: len(label_counts(t.split("test"))) for t in stream}
     return out
+
+
+def format_derived() -> str:
+    """Lines for ``clift ls benchmarks``: each derived benchmark, its metric and orders."""
+    lines = []
+    for bench in DERIVED.values():
+        size = f"{len(bench.sources)} tasks  {len(bench.orders)} order(s)"
+        lines.append(f"{bench.name}  {size}  data: pack-derived, available")
+        lines.append(f"  {bench.description}")
+        lines += [f"  {name}: {' → '.join(seq)}" for name, seq in bench.orders.items()]
+    return "\n".join(lines)
