@@ -11,8 +11,7 @@ from peft import PeftModel
 import clift
 from clift.cli import main
 from clift.errors import CliftError
-from clift.export import export_run
-from clift.load import loadable_base_name
+from clift.export import export_run, loadable_base_name
 from clift.models import load_model
 
 from .conftest import fixture_stream, tiny_config

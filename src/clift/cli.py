@@ -25,6 +25,14 @@ def _config_args(args: argparse.Namespace) -> tuple[str | None, list[str]]:
     return config, overrides
 
 
+def _cmd_prompt(args: argparse.Namespace) -> int:
+    from clift.prompt_view import render_prompts
+
+    config, overrides = _config_args(args)
+    print(render_prompts(config, overrides, args.task, args.n))
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from clift.config import load_config
     from clift.runner import Runner
@@ -33,7 +41,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.quiet:
         cfg.log.progress = False
     result = Runner(cfg, force=args.force).run()
-    if result.results.get("status") == "complete" and result.is_main_process:
+    if result.record.complete and result.is_main_process:
         print(result.table())
         print(f"run directory: {result.run_dir}")
     return 0
@@ -182,9 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     from clift.suite import add_compare_parser  # `clift compare`: the comparison suite
 
     add_compare_parser(sub)
-    from clift.prompt_view import add_prompt_parser  # `clift prompt`: rendered prompts and loss masks
 
-    add_prompt_parser(sub)
+    p = sub.add_parser("prompt", help="print rendered training/eval prompts with token counts and the loss mask")
+    p.add_argument("config", nargs="?", help="YAML run configuration (optional: defaults + overrides)")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. data.prompt=chat")
+    p.add_argument("--task", help="only this task")
+    p.add_argument("--n", type=int, default=3, help="examples per task and split (default 3)")
+    p.set_defaults(func=_cmd_prompt)
 
     p = sub.add_parser("ls", help="list methods, models and benchmarks")
     p.add_argument("what", nargs="?", default="all", choices=["all", "methods", "models", "benchmarks"])

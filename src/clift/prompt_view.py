@@ -7,7 +7,6 @@ loss mask: the tokens the loss is computed on are listed, everything else is mas
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from clift.errors import ConfigError
@@ -29,9 +28,9 @@ def render_prompts(config: Any, overrides: Any = (), task: str | None = None, n:
     Raises:
         ConfigError: for an unknown task name.
     """
-    from clift.data.benchmarks import load_stream
     from clift.data.collate import IGNORE_INDEX, PromptEncoder, TrainCollator
     from clift.data.prompts import make_template
+    from clift.data.stream import load_stream
     from clift.models import load_model
     from clift.runner import _resolve_config
 
@@ -66,21 +65,3 @@ def render_prompts(config: Any, overrides: Any = (), task: str | None = None, n:
             out.append(f"--- eval {ex.id}: {len(prompt)} prompt tokens; expected answer {ex.label!r}")
             out.append(tok.decode(prompt))
     return "\n".join(out)
-
-
-def _cmd_prompt(args: argparse.Namespace) -> int:
-    from clift.cli import _config_args
-
-    config, overrides = _config_args(args)
-    print(render_prompts(config, overrides, args.task, args.n))
-    return 0
-
-
-def add_prompt_parser(sub: Any) -> None:
-    """Register ``clift prompt CONFIG [--task T] [--n 3]``."""
-    p = sub.add_parser("prompt", help="print rendered training/eval prompts with token counts and the loss mask")
-    p.add_argument("config", nargs="?", help="YAML run configuration (optional: defaults + overrides)")
-    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. data.prompt=chat")
-    p.add_argument("--task", help="only this task")
-    p.add_argument("--n", type=int, default=3, help="examples per task and split (default 3)")
-    p.set_defaults(func=_cmd_prompt)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
+from clift.data.task import normalize_answer
 from clift.errors import ConfigError
 
 #: the metrics a task may be scored by; ``accuracy`` is for label tasks, the rest for free-form ones
@@ -20,8 +21,6 @@ METRICS = ("accuracy", "exact_match", "rouge1", "rougeL")
 FREE_FORM_METRICS = ("exact_match", "rouge1", "rougeL")
 #: computed for every task of every run, next to the task's own metric
 SECONDARY = ("exact_match", "rouge1", "rougeL")
-#: the metric of a free-form task that names none
-DEFAULT_FREE_FORM_METRIC = "rougeL"
 #: short names for tables ("AA / R-1")
 SHORT = {"accuracy": "Acc", "exact_match": "EM", "rouge1": "R-1", "rougeL": "R-L"}
 
@@ -66,8 +65,6 @@ def rouge_f1(prediction: str, reference: str) -> dict[str, float]:
 
 def example_scores(prediction: str, reference: str) -> dict[str, float]:
     """Every metric of :data:`METRICS` for one example, each in 0–1."""
-    from clift.data.task import normalize_answer
-
     exact = float(normalize_answer(prediction) == normalize_answer(reference))
     return {"accuracy": exact, "exact_match": exact, **rouge_f1(prediction, reference)}
 
@@ -83,37 +80,17 @@ def stream_metric(task_metrics: Sequence[str]) -> str:
     return task_metrics[0] if len(names) == 1 else "mixed"
 
 
-def new_metric_results(task_metrics: Sequence[str]) -> dict[str, Any]:
-    """The results.json keys a new run starts with: its metric names and an empty ``by_metric``."""
+def metric_fields(task_metrics: Sequence[str]) -> dict[str, Any]:
+    """The :class:`~clift.results.RunRecord` fields a new run starts with: its metric names, empty ``by_metric``."""
+    from clift.results import MetricMatrix
+
     return {
         "metric": stream_metric(task_metrics),
         "task_metrics": list(task_metrics),
-        "by_metric": {m: {"zero_shot": None, "matrix": [], "metrics": {}} for m in SECONDARY},
+        "by_metric": {m: MetricMatrix() for m in SECONDARY},
     }
 
 
-def add_zero_shot(results: dict[str, Any], evals: Sequence[Any]) -> None:
-    """Store the zero-shot row of every secondary metric (a run from before ``by_metric``: nothing)."""
-    for m, entry in results.get("by_metric", {}).items():
-        entry["zero_shot"] = [e.scores[m] for e in evals]
-
-
-def add_row(results: dict[str, Any], evals: Sequence[Any]) -> None:
-    """Append one stage's row to every secondary metric's matrix."""
-    for m, entry in results.get("by_metric", {}).items():
-        entry["matrix"].append([e.scores[m] for e in evals])
-
-
-def reset_rows(results: dict[str, Any]) -> None:
-    """Drop the stage rows (a resume that lost them), keeping the zero-shot rows."""
-    for entry in results.get("by_metric", {}).values():
-        entry["matrix"], entry["metrics"] = [], {}
-
-
-def update_metrics(results: dict[str, Any], complete: bool) -> None:
-    """AA, BWT, FWT and forgetting of every secondary metric's matrix (once every stage is done)."""
-    from clift.metrics import all_metrics
-
-    for entry in results.get("by_metric", {}).values():
-        R, b = entry["matrix"], entry.get("zero_shot")
-        entry["metrics"] = all_metrics(R, b) if (R and complete) else {}
+def secondary_rows(evals: Sequence[Any]) -> dict[str, list[float]]:
+    """Metric → one row (a value per task, percent) of every :data:`SECONDARY` metric, from ``TaskEval`` s."""
+    return {m: [e.scores[m] for e in evals] for m in SECONDARY}

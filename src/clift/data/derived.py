@@ -83,7 +83,7 @@ def _select(bench: DerivedBenchmark, data: DataConfig) -> tuple[str, tuple[str, 
                 f"{', '.join(bench.sources)}."
             )
         return "custom", tuple(data.tasks)
-    from clift.data.benchmarks import canonical_order
+    from clift.data.specs import canonical_order
 
     label = canonical_order(data.order)
     if label not in bench.orders:
@@ -120,7 +120,7 @@ def derived_splits(bench: DerivedBenchmark, task: str) -> tuple[dict[str, list[E
 
 def derived_stream(data: DataConfig, seed: int) -> Stream:
     """The stream of a derived benchmark, with the budgets of ``data`` applied."""
-    from clift.data.benchmarks import TaskSpec, apply_budgets
+    from clift.data.specs import TaskSpec, apply_budgets
 
     bench = DERIVED[data.benchmark]
     label, names = _select(bench, data)

@@ -1,8 +1,7 @@
-"""Reading user data in the formats people have: Parquet files, and from Python a list of dicts or a
-``datasets.Dataset`` / ``DatasetDict``.
+"""Reading user data from Python: a list of dicts or a ``datasets.Dataset`` / ``DatasetDict``.
 
-Files in JSON, JSONL and CSV are read by :mod:`clift.data.records`; Parquet rows come from here (it
-needs ``pyarrow``: ``pip install clift[parquet]``). In-memory data becomes the same
+Files in JSON, JSONL, CSV and Parquet are read by :mod:`clift.data.records` (Parquet needs
+``pyarrow``: ``pip install clift[parquet]``). In-memory data becomes the same
 :class:`~clift.data.records.Record` objects, so every path — YAML or Python — goes through the same
 validation (:func:`~clift.data.records.records_to_examples`), carving, budgets and provenance::
 
@@ -14,7 +13,6 @@ validation (:func:`~clift.data.records.records_to_examples`), carving, budgets a
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from clift.data.records import Record, RecordProblems, label_string, records_to_examples
@@ -25,26 +23,6 @@ from clift.errors import DataError
 DATASET_SPLITS = {"train": ("train",), "dev": ("validation", "dev", "valid"), "test": ("test",)}
 DEFAULT_INSTRUCTION = "What is the label of the following text? Choose one from the option.\n"
 DEFAULT_FREE_FORM_INSTRUCTION = ""
-
-
-def parquet_rows(path: str | Path) -> Iterable[tuple[int, Any]]:
-    """``(row number, row dict)`` for every row of a Parquet file (row numbers are 1-based).
-
-    Raises:
-        DataError: when pyarrow is missing or the file is not Parquet.
-    """
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError(
-            f"{path}: reading Parquet needs pyarrow, which is not installed; `pip install clift[parquet]` "
-            "(or `pip install pyarrow`), or convert the file to .jsonl or .csv."
-        ) from None
-    try:
-        table = pq.read_table(str(path))
-    except Exception as err:  # pyarrow raises its own hierarchy; name the file either way
-        raise DataError(f"{path}: not a readable Parquet file ({err}); check the file or its extension.") from None
-    yield from enumerate(table.to_pylist(), start=1)
 
 
 def _rows_of(data: Any, where: str) -> list[Mapping[str, Any]]:

@@ -15,9 +15,9 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from clift.data.benchmarks import TaskSpec, apply_budgets
 from clift.data.carve import LOAD_RULES, carve_splits, label_counts
 from clift.data.records import normalize_text
+from clift.data.specs import TaskSpec, apply_budgets
 from clift.data.task import SPLITS, Example, Stream, Task
 from clift.data.user_stream import DEFAULT_OVERLAP_THRESHOLD
 from clift.errors import DataError

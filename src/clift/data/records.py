@@ -207,6 +207,26 @@ def _iter_json_list(text: str, path: str) -> Iterable[tuple[int, Any]]:
         raise DataError(f"{path}:{line}: malformed JSON: expected ',' or ']' after record; fix the file.")
 
 
+def parquet_rows(path: str | Path) -> Iterable[tuple[int, Any]]:
+    """``(row number, row dict)`` for every row of a Parquet file (row numbers are 1-based).
+
+    Raises:
+        DataError: when pyarrow is missing or the file is not Parquet.
+    """
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(
+            f"{path}: reading Parquet needs pyarrow, which is not installed; `pip install clift[parquet]` "
+            "(or `pip install pyarrow`), or convert the file to .jsonl or .csv."
+        ) from None
+    try:
+        table = pq.read_table(str(path))
+    except Exception as err:  # pyarrow raises its own hierarchy; name the file either way
+        raise DataError(f"{path}: not a readable Parquet file ({err}); check the file or its extension.") from None
+    yield from enumerate(table.to_pylist(), start=1)
+
+
 def _iter_jsonl(text: str, path: str) -> Iterable[tuple[int, Any]]:
     # split on "\n" only: str.splitlines would also break inside strings holding U+2028 and friends
     for n, line in enumerate(text.split("\n"), start=1):
@@ -260,8 +280,6 @@ def read_records(
         out = _read_csv(_decode(p.read_bytes(), path_s), path_s, text_field, label_field, collector, id_field)
     else:
         if kind == "parquet":
-            from clift.data.formats import parquet_rows
-
             rows = parquet_rows(p)  # binary: row numbers stand in for lines
         else:
             text = _decode(p.read_bytes(), path_s)

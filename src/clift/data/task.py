@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 SPLITS = ("train", "dev", "test")
+#: the metric of a free-form task that names none (:mod:`clift.text_metrics`)
+DEFAULT_FREE_FORM_METRIC = "rougeL"
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,6 @@ class Task:
         """The metric this task is scored by (``metric``, or the default for its kind)."""
         if self.metric:
             return self.metric
-        from clift.text_metrics import DEFAULT_FREE_FORM_METRIC
-
         return DEFAULT_FREE_FORM_METRIC if self.free_form else "accuracy"
 
     def split(self, name: str) -> list[Example]:
