@@ -10,6 +10,7 @@ import pytest
 
 from clift.errors import DataError
 from clift.results import (
+    MetricMatrix,
     RunInfo,
     RunRecord,
     StageTiming,
@@ -19,6 +20,7 @@ from clift.results import (
     read_record,
     write_record,
 )
+from clift.text_metrics import metric_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = sorted((ROOT / "results").rglob("results.json"))
@@ -170,3 +172,48 @@ def test_format_matrix():
     assert table[2].split() == ["zero-shot", "10.0", "20.0"]
     assert table[4].split() == ["2.", "b", "40.0", "60.0"]
     assert table[-1].startswith("AA 50.0   BWT -10.0")
+
+
+def _scored_record() -> RunRecord:
+    """A run with per-metric matrices (``by_metric``), as every run since free-form tasks writes."""
+    record = RunRecord(
+        run=RunInfo("n", "seq_lora", "tiny-llama", "s", 1, False),
+        tasks=["a", "b"],
+        eval_mode="generate",
+        **metric_fields(["accuracy", "accuracy"]),
+    )
+    r1 = {"rouge1": [1.0, 2.0], "rougeL": [1.0, 2.0], "exact_match": [0.0, 0.0]}
+    record.set_zero_shot([10.0, 20.0], r1)
+    for name, row, r in (("a", [50.0, 25.0], 30.0), ("b", [40.0, 60.0], 70.0)):
+        scores = {"rouge1": [r, r], "rougeL": [r, r], "exact_match": [r, r]}
+        record.add_stage(name, row, StageTraining(name), StageTiming(name), scores)
+    record.update_summary(2, {0: 0, 1: 1})
+    return record
+
+
+def test_metric_keys_are_typed_fields_written_after_eval_split_and_read_back():
+    record = _scored_record()
+    keys = list(record.to_dict())
+    assert keys[keys.index("eval_split") + 1 : keys.index("tasks")] == ["metric", "task_metrics", "by_metric"]
+    assert record.metric == "accuracy" and record.by_metric["rouge1"].zero_shot == [1.0, 2.0]
+    assert record.by_metric["rouge1"].matrix == [[30.0, 30.0], [70.0, 70.0]]
+    assert record.by_metric["rouge1"].metrics["aa"] == pytest.approx(70.0)
+    text = record.to_json()
+    back = RunRecord.from_json(text)
+    assert back.to_json() == text and isinstance(back.by_metric["rougeL"], MetricMatrix)
+    assert "rouge1: AA 70.0" in format_matrix(back) and format_matrix(back).startswith("accuracy (%)")
+
+
+def test_dropping_stages_keeps_the_zero_shot_rows_of_every_metric():
+    record = _scored_record()
+    record.drop_stages()
+    entry = record.by_metric["rouge1"]
+    assert entry.matrix == [] and entry.metrics == {} and entry.zero_shot == [1.0, 2.0]
+
+
+def test_a_record_without_metric_keys_stays_without_them():
+    record = _record()  # a run from before free-form tasks: no metric, task_metrics, by_metric
+    record.drop_stages()
+    record.add_stage("a", [1.0, 2.0], StageTraining("a"), StageTiming("a"), {"rouge1": [3.0, 4.0]})
+    record.update_summary(2, {0: 0, 1: 1})
+    assert not {"metric", "task_metrics", "by_metric"} & set(record.to_dict())

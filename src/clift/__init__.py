@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from clift.load import LoadedRun
     from clift.runner import RunResult
 
 
@@ -25,4 +26,11 @@ def run(config: Any, overrides: Any = (), **kwargs: Any) -> RunResult:
     return _run(config, overrides, **kwargs)
 
 
-__all__ = ["__version__", "run"]
+def load_run(run_dir: Any, merged: bool = False) -> LoadedRun:
+    """A finished run's final model, tokenizer, config and results (see :func:`clift.load.load_run`)."""
+    from clift.load import load_run as _load_run
+
+    return _load_run(run_dir, merged)
+
+
+__all__ = ["__version__", "load_run", "run"]

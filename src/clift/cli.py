@@ -16,11 +16,28 @@ from pathlib import Path
 from clift.errors import CliftError
 
 
+def _config_args(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """``(config path or None, overrides)``: a first argument with ``=`` (``stream=my.yaml``) is an override."""
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and (config == "-" or ("=" in config and not Path(config).exists())):
+        overrides = [config, *overrides] if config != "-" else overrides
+        config = None
+    return config, overrides
+
+
+def _cmd_prompt(args: argparse.Namespace) -> int:
+    from clift.prompt_view import render_prompts
+
+    config, overrides = _config_args(args)
+    print(render_prompts(config, overrides, args.task, args.n))
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from clift.config import load_config
     from clift.runner import Runner
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(*_config_args(args))
     if args.quiet:
         cfg.log.progress = False
     result = Runner(cfg, force=args.force).run()
@@ -67,13 +84,14 @@ def _check_model_name(name: str, gguf_file: str | None) -> str:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from clift.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    config, overrides = _config_args(args)
+    cfg = load_config(config, overrides)
     model_desc = _check_model_name(cfg.model.name, cfg.model.gguf_file)
     from clift.data.benchmarks import load_stream
 
     stream = load_stream(cfg.data, cfg.data_seed)
     counts = ", ".join(f"{t.name} ({len(t.train)}/{len(t.dev)}/{len(t.test)})" for t in stream)
-    print(f"{args.config}: OK")
+    print(f"{config or 'defaults + overrides'}: OK")
     print(f"  method  {cfg.method.method_name()}")
     print(f"  model   {model_desc}")
     print(f"  stream  {stream.name}: {counts}  (train/dev/test)")
@@ -121,8 +139,9 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         sections.append(("models", _models_table()))
     if what in ("all", "benchmarks"):
         from clift.data.benchmarks import format_benchmarks_table
+        from clift.data.derived import format_derived  # free-form benchmarks built from the pack
 
-        sections.append(("benchmarks", format_benchmarks_table()))
+        sections.append(("benchmarks", format_benchmarks_table() + "\n" + format_derived()))
     for title, body in sections:
         if len(sections) > 1:
             print(f"{title}:")
@@ -158,14 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run a continual task stream and write the accuracy matrix")
-    p.add_argument("config", help="YAML run configuration (see configs/)")
+    p.add_argument("config", nargs="?", help="YAML run configuration (see configs/); optional: defaults + overrides")
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. train.lr=1e-4 order=2")
     p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars (for CI and log files)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("validate", help="check a configuration (keys, values, data, model name) without training")
-    p.add_argument("config")
+    p.add_argument("config", nargs="?")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_cmd_validate)
 
@@ -188,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     from clift.suite import add_compare_parser  # `clift compare`: the comparison suite
 
     add_compare_parser(sub)
+
+    p = sub.add_parser("prompt", help="print rendered training/eval prompts with token counts and the loss mask")
+    p.add_argument("config", nargs="?", help="YAML run configuration (optional: defaults + overrides)")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. data.prompt=chat")
+    p.add_argument("--task", help="only this task")
+    p.add_argument("--n", type=int, default=3, help="examples per task and split (default 3)")
+    p.set_defaults(func=_cmd_prompt)
 
     p = sub.add_parser("ls", help="list methods, models and benchmarks")
     p.add_argument("what", nargs="?", default="all", choices=["all", "methods", "models", "benchmarks"])

@@ -83,6 +83,9 @@ class DataConfig(Validated):
         max_source_length: prompt tokens kept (only the sentence is truncated). Default 256.
         max_target_length: label tokens kept in training. Default 50.
         seed: data-selection seed; null = the run's seed.
+        prompt: the prompt template (:mod:`clift.data.prompts`): ``olora`` (default, the papers'
+            format), ``chat`` (the tokenizer's chat template, loss on the assistant turn) or a format
+            string with ``{input}`` and any of ``{instruction}``, ``{options}``, ``{name}``, ``{family}``.
     """
 
     benchmark: str = field(default="fixture", metadata={"help": "benchmark name (clift ls benchmarks)"})
@@ -96,9 +99,12 @@ class DataConfig(Validated):
     max_source_length: int = field(default=256, metadata={"help": "max prompt tokens"})
     max_target_length: int = field(default=50, metadata={"help": "max label tokens"})
     seed: int | None = field(default=None, metadata={"help": "data seed (null: run seed)"})
+    prompt: str = field(default="olora", metadata={"help": "olora | chat | format string with {input}"})
 
     def problems(self) -> list[str]:
-        p: list[str] = []
+        from clift.data.prompts import check_prompt
+
+        p: list[str] = check_prompt(self.prompt)
         for key in ("train_per_task", "dev_per_task", "test_per_task"):
             v = getattr(self, key)
             _check(p, v is None or v >= 0, f"data.{key} must be >= 0 or null (all), got {v}.")
@@ -197,9 +203,11 @@ class EvalConfig(Validated):
             content-free prompt, i.e. calibrated). Default none.
         bootstrap: resamples of the per-run bootstrap intervals of every cell and metric (recorded in
             results.json as ``intervals``); 0 turns them off. Default 1000.
+            Free-form tasks (no label set) are always scored by generation, with their own metric.
         split: ``test`` (reported numbers) or ``dev`` (for tuning; never tune on test). Default test.
         batch_size: examples per evaluation forward. Default 16.
-        max_new_tokens: generation budget; null = the longest label in tokens + 4.
+        max_new_tokens: generation budget; null = the longest label in tokens + 4 (free-form tasks:
+            data.max_target_length + 4).
         zero_shot: evaluate the untouched base model first (row b, needed for FWT). Default true.
     """
 

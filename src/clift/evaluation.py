@@ -21,6 +21,7 @@ from clift.config import EvalConfig
 from clift.data.collate import IGNORE_INDEX, GenerationCollator, PromptEncoder, TrainCollator
 from clift.data.task import Example, Task, normalize_answer
 from clift.scoring import normalize_scores, option_logprobs
+from clift.text_metrics import SECONDARY, example_scores, mean_percent
 
 
 @dataclass
@@ -28,14 +29,19 @@ class TaskEval:
     """The evaluation of one task.
 
     Attributes:
-        accuracy: percentage of correct examples (0–100).
+        accuracy: the task's own metric in percent (0–100): accuracy for a label task, else its
+            ``metric`` (exact_match, rouge1 or rougeL).
         n: number of examples evaluated.
         predictions: (example id, gold label, prediction, correct) per example, in input order.
+        metric: the name of the metric in ``accuracy``.
+        scores: every metric of :data:`clift.text_metrics.SECONDARY` in percent.
     """
 
     accuracy: float
     n: int
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    metric: str = "accuracy"
+    scores: dict[str, float] = field(default_factory=dict)
 
 
 def sequence_logprob(model: nn.Module, batch: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
@@ -98,7 +104,7 @@ class Evaluator:
             do_sample=False,
             num_beams=1,
             pad_token_id=self.enc.pad_id,
-            eos_token_id=self.enc.eos_id,
+            eos_token_id=self.enc.stop_ids if len(self.enc.stop_ids) > 1 else self.enc.eos_id,
             decoder_start_token_id=getattr(getattr(model, "config", None), "decoder_start_token_id", None),
         )
         out: list[str] = []
@@ -109,7 +115,7 @@ class Evaluator:
                 seqs = model.generate(**batch, generation_config=gen_cfg)
             if self.enc.kind == "causal":
                 seqs = seqs[:, batch["input_ids"].shape[1] :]
-            out.extend(self.enc.tok.batch_decode(seqs, skip_special_tokens=True))
+            out.extend(self.enc.template.clean(t) for t in self.enc.tok.batch_decode(seqs, skip_special_tokens=True))
         return out
 
     @torch.no_grad()
@@ -146,6 +152,8 @@ class Evaluator:
         return preds
 
     def _predict(self, model: nn.Module, task: Task, exs: list[Example], desc: str) -> list[str]:
+        if task.free_form:  # no options to rank or score: always generated, scored by the task's metric
+            return self._generate(model, task, exs, desc)
         if self.cfg.mode == "rank":
             return self._rank(model, task, exs, desc)
         if self.cfg.mode == "score":
@@ -183,4 +191,19 @@ class Evaluator:
         model.train(was_training)
         n = len(ordered)
         acc = 100.0 * sum(r["correct"] for r in ordered) / n if n else float("nan")
-        return TaskEval(acc, n, ordered)
+        metric, scores = score_predictions(task, ordered)
+        return TaskEval(scores[metric] if metric != "accuracy" else acc, n, ordered, metric, scores)
+
+
+def score_predictions(task: Task, rows: list[dict[str, Any]]) -> tuple[str, dict[str, float]]:
+    """The task's metric name and every metric of :data:`SECONDARY` in percent, from prediction rows.
+
+    A free-form task's rows also get their per-example ``score`` (its metric, 0–1).
+    """
+    metric = task.score_metric
+    per_example = [example_scores(r["prediction"], r["label"]) for r in rows]
+    if task.free_form:
+        for r, s in zip(rows, per_example, strict=True):
+            r["score"] = s[metric]
+    names = dict.fromkeys([*SECONDARY, metric])
+    return metric, {m: mean_percent([s[m] for s in per_example]) for m in names}

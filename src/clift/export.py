@@ -112,6 +112,42 @@ def _plain_lora(method: ContinualMethod, model: nn.Module) -> bool:
     return True
 
 
+def merge_adapters(rebuilt: Rebuilt, run_dir: str | Path) -> nn.Module:
+    """The rebuilt final model with its adapters merged into the base weights (a plain transformers model).
+
+    Raises:
+        CliftError: if the method has modules that cannot be merged (the message names its per-task adapters).
+    """
+    model = rebuilt.model
+    if isinstance(model, PeftModel):
+        if not _plain_lora(rebuilt.method, model):
+            raise CliftError(
+                f"method {rebuilt.record.run.method!r} has modules that cannot be merged into the weights (not "
+                f"adapter, not merged); its per-task adapters are in {str(Path(run_dir) / ADAPTERS_DIR)!r}."
+            )
+        model = model.merge_and_unload()
+        model.eval()
+    return model
+
+
+def loadable_base_name(model_name: str) -> str:
+    """What an exported adapter's ``base_model_name_or_path`` should say: a hub id as given, a local
+    folder as an absolute path, a built-in alias as its name (loaded by ``clift.models.load_model``)."""
+    path = Path(model_name).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    return model_name
+
+
+def set_base_model(folder: Path, model_name: str) -> None:
+    """Write ``base_model_name_or_path`` into every ``adapter_config.json`` under ``folder``."""
+    base = loadable_base_name(model_name)
+    for cfg_file in sorted(Path(folder).rglob("adapter_config.json")):
+        data = json.loads(cfg_file.read_text(encoding="utf-8"))
+        data["base_model_name_or_path"] = base
+        atomic_write_json(cfg_file, data)
+
+
 def export_run(
     run_dir: str | Path, out: str | Path | None = None, mode: Literal["adapter", "merged"] = "adapter"
 ) -> Path:
@@ -175,14 +211,11 @@ def export_run(
 
             save_adapter(model, chosen, out)
             info["layout"] = "one PEFT adapter"
+        base = record.config["model"]["name"]
+        set_base_model(out, base)  # PEFT leaves it null for in-memory models
+        info["base_model"] = base
     else:
-        if isinstance(model, PeftModel):
-            if not _plain_lora(method, model):
-                raise CliftError(
-                    f"method {name!r} has modules that cannot be merged into the weights (not adapter, not merged); "
-                    f"its per-task adapters are in {str(Path(run_dir) / ADAPTERS_DIR)!r}."
-                )
-            model = model.merge_and_unload()
+        model = merge_adapters(rebuilt, run_dir)
         model.save_pretrained(str(out), safe_serialization=True)
         tok.save_pretrained(str(out))
         info["layout"] = "full model (transformers save_pretrained)"

@@ -292,12 +292,17 @@ def _load_pretrained(name: str, cfg: ModelConfig, source: str, local_only: bool 
     return LoadedModel(model, _finish_tokenizer(tok), kind, source)
 
 
-def load_model(cfg: ModelConfig) -> LoadedModel:
+def load_model(cfg: ModelConfig | str) -> LoadedModel:
     """Load the model named by ``cfg`` (alias, ``.gguf`` file, folder or hub id).
+
+    ``cfg`` may be just the name: ``load_model("smollm2-135m").model`` is the base model an exported
+    adapter of a SmolLM2 run applies to.
 
     Raises:
         ModelLoadError: for a missing file or package, naming the value and the fix.
     """
+    if isinstance(cfg, str):
+        cfg = ModelConfig(name=cfg)
     if cfg.name in MODELS:
         loaded = MODELS.get(cfg.name).loader(cfg)
     elif cfg.gguf_file or cfg.name.endswith(".gguf"):

@@ -48,7 +48,8 @@ def heatmap(record: RunRecord, path: Path) -> Path:
     ax.set_xlabel("evaluated task")
     ax.set_ylabel("after training")
     run = record.run
-    ax.set_title(f"R — {run.method or '?'} on {run.stream or '?'} (accuracy %)", fontsize=10)
+    metric = record.metric or "accuracy"
+    ax.set_title(f"R — {run.method or '?'} on {run.stream or '?'} ({metric} %)", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -69,7 +70,7 @@ def forgetting_curves(record: RunRecord, path: Path) -> Path:
             ax.plot([j + 1], [R[j][j]], "o", color=line.get_color(), markersize=8)
     ax.set_xticks(xs, (["0-shot"] if b else []) + [str(i) for i in range(1, len(R) + 1)])
     ax.set_xlabel("after stage")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel(f"{record.metric or 'accuracy'} (%)")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")

@@ -272,6 +272,19 @@ class Resume(JsonRecord):
 
 
 @dataclass
+class MetricMatrix(JsonRecord):
+    """One entry of ``by_metric``: one metric's zero-shot row, matrix R and continual metrics (percent).
+
+    Every run records the :data:`clift.text_metrics.SECONDARY` metrics of every task next to its own
+    metric, so a label stream also has "AA / R-1" (DEAL's Table 1).
+    """
+
+    zero_shot: list[float | None] | None = None
+    matrix: list[list[float | None]] = field(default_factory=list)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass
 class RunRecord(JsonRecord):
     """The content of ``results.json``.
 
@@ -280,10 +293,14 @@ class RunRecord(JsonRecord):
         run: name, method, model source, stream, seed, whether evaluation needs the task id.
         kind: ``causal`` or ``seq2seq``.
         eval_mode / eval_split: how and on which split every task was evaluated.
+        metric: the name of the metric in ``zero_shot``/``matrix``/``metrics``: the tasks' common metric
+            (``accuracy`` for label tasks) or ``mixed`` (None in files before it existed: accuracy).
+        task_metrics: each task's own metric (None in files before it existed).
+        by_metric: metric name → :class:`MetricMatrix` of every secondary metric (None in old files).
         tasks: the stream's task names (the columns of R).
         stages: the completed stages' names (the rows of R).
-        zero_shot: accuracy (%) of each task before training (None: not evaluated).
-        matrix: R, shape (completed stages, tasks), accuracy in percent.
+        zero_shot: each task's own metric (%) before training (None: not evaluated).
+        matrix: R, shape (completed stages, tasks), each task's own metric in percent.
         metrics: AA, BWT, FWT, forgetting (points; empty until the run is complete).
         per_task: each task's summary numbers.
         counts: examples per task and split.
@@ -305,13 +322,18 @@ class RunRecord(JsonRecord):
             set when the run completes (None: not computed).
     """
 
-    optional: ClassVar[frozenset[str]] = frozenset({"environment", "method_stats", "resumes", "correct", "intervals"})
+    optional: ClassVar[frozenset[str]] = frozenset(
+        {"metric", "task_metrics", "by_metric", "environment", "method_stats", "resumes", "correct", "intervals"}
+    )
 
     status: str = "running"
     run: RunInfo = field(default_factory=RunInfo)
     kind: str = ""
     eval_mode: str = ""
     eval_split: str = ""
+    metric: str | None = None
+    task_metrics: list[str] | None = None
+    by_metric: dict[str, MetricMatrix] | None = None
     tasks: list[str] = field(default_factory=list)
     stages: list[str] = field(default_factory=list)
     zero_shot: list[float | None] | None = None
@@ -357,17 +379,38 @@ class RunRecord(JsonRecord):
         """Note that this run resumed from the checkpoint at (``stage``, ``step``)."""
         self.put("resumes", [*(self.resumes or []), Resume(stage, step)])
 
-    def add_stage(self, name: str, row: list[float], training: StageTraining, timing: StageTiming) -> None:
-        """Append a completed stage: its row of R, its training log and its timings."""
+    def add_stage(
+        self,
+        name: str,
+        row: list[float],
+        training: StageTraining,
+        timing: StageTiming,
+        scores: Mapping[str, list[float]] | None = None,
+    ) -> None:
+        """Append a completed stage: its row of R, its training log and its timings.
+
+        ``scores`` (metric → row) extends each ``by_metric`` matrix; a record without ``by_metric`` (a run
+        from before it existed) ignores it.
+        """
         self.stages.append(name)
         self.matrix.append(row)
         self.training.append(training)
         self.timings.stages.append(timing)
+        for m, entry in (self.by_metric or {}).items():
+            entry.matrix.append(list((scores or {})[m]))
+
+    def set_zero_shot(self, row: list[float], scores: Mapping[str, list[float]] | None = None) -> None:
+        """Store the zero-shot row of R and (``scores``: metric → row) of each ``by_metric`` entry."""
+        self.zero_shot = row
+        for m, entry in (self.by_metric or {}).items():
+            entry.zero_shot = list((scores or {})[m])
 
     def drop_stages(self) -> None:
-        """Forget every completed stage (keep the zero-shot row): a crash lost the checkpoint of them."""
+        """Forget every completed stage (keep the zero-shot rows): a crash lost the checkpoint of them."""
         self.stages, self.matrix, self.training = [], [], []
         self.timings.stages = []
+        for entry in (self.by_metric or {}).values():
+            entry.matrix, entry.metrics = [], {}
         if self.correct is not None:
             self.correct = {k: v for k, v in self.correct.items() if k == ZERO_SHOT_KEY}
 
@@ -398,6 +441,8 @@ class RunRecord(JsonRecord):
         R, b = self.matrix, self.zero_shot
         complete = len(R) == n_stages
         self.metrics = all_metrics(R, b) if (R and complete) else {}
+        for entry in (self.by_metric or {}).values():
+            entry.metrics = all_metrics(entry.matrix, entry.zero_shot) if (entry.matrix and complete) else {}
         per_task = {}
         for j, task in enumerate(self.tasks):
             col = [row[j] for row in R]
@@ -506,11 +551,12 @@ def _fmt(v: float | None, signed: bool = False) -> str:
 
 
 def format_matrix(record: RunRecord) -> str:
-    """The accuracy matrix and metrics as a plain-text table (what ``clift run`` prints)."""
+    """The matrix R (in the run's metric) and its metrics as a plain-text table (what ``clift run`` prints)."""
     tasks, stages = record.tasks, record.stages
     width = max(8, *(len(t) for t in tasks)) + 1
     label_w = max(16, *(len(s) + 8 for s in stages))
-    lines = [f"accuracy (%) — rows: after training stage, columns: evaluated task; eval mode: {record.eval_mode}"]
+    metric = record.metric or "accuracy"
+    lines = [f"{metric} (%) — rows: after training stage, columns: evaluated task; eval mode: {record.eval_mode}"]
     lines.append("".ljust(label_w) + "".join(t.rjust(width) for t in tasks))
     if record.zero_shot is not None:
         lines.append("zero-shot".ljust(label_w) + "".join(_fmt(v).rjust(width) for v in record.zero_shot))
@@ -521,4 +567,7 @@ def format_matrix(record: RunRecord) -> str:
         f"AA {_fmt(m.get('aa'))}   BWT {_fmt(m.get('bwt'), True)}   FWT {_fmt(m.get('fwt'), True)}   "
         f"forgetting {_fmt(m.get('forgetting'))}"
     )
+    others = {k: v for k, v in (record.by_metric or {}).items() if k != metric and v.metrics}
+    if others:  # e.g. "AA / R-1" for a label stream, as DEAL's Table 1 reports it
+        lines.append("   ".join(f"{k}: AA {_fmt(v.metrics.get('aa'))}" for k, v in others.items()))
     return "\n".join(lines)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from clift import safety
+from clift import safety, text_metrics
 from clift.checkpoint import (
     CHECKPOINT_DIR,
     Checkpoint,
@@ -34,6 +34,7 @@ from clift.checkpoint import (
 )
 from clift.config import RunConfig, load_config, upgrade_config
 from clift.data.collate import PromptEncoder, TrainCollator
+from clift.data.prompts import make_template
 from clift.data.task import Stream, Task
 from clift.divergence import DivergenceGuard
 from clift.errors import ConfigError, DataError, ResumeError, TrainingError
@@ -237,6 +238,8 @@ class Runner:
         self.run_dir = cfg.resolved_output_dir
         self.force = force
         self._stream = stream
+        # provenance of a Python stream, made when it is checked, carved and budgeted (_load_stream)
+        self._python_provenance: dict[str, Any] = {}
         # made by run(): the accelerator, the encoders, the method, the results record
         self.acc: Any = None
         self.encoder: PromptEncoder | None = None
@@ -320,7 +323,7 @@ class Runner:
         t_train = time.time() - t0
         model = leave_stage(method, model, stage)
         t0 = time.time()
-        row, preds, outcomes = self._evaluate_all(model, method, stage, stream)
+        row, scores, preds, outcomes = self._evaluate_all(model, method, stage, stream)
         t_eval = time.time() - t0
         if self.cfg.save_adapters and self.acc.is_main_process:
             folder = self.run_dir / ADAPTERS_DIR / f"{stage.index}-{stage.name}"
@@ -328,7 +331,7 @@ class Runner:
             train_log.saved = [str(p.relative_to(self.run_dir)) for p in method.save_task(model, stage, folder)]
         timing = StageTiming(stage.name, t_train, t_eval, _peak_memory_mb(self.acc.device))
         record = self.record
-        record.add_stage(stage.name, row, train_log, timing)
+        record.add_stage(stage.name, row, train_log, timing, scores)
         record.add_correct(str(stage.index), outcomes)
         record.update_summary(len(stages), {s.task_index: s.index for s in stages if s.task_index >= 0})
         if stage.index == len(stages) - 1:
@@ -377,15 +380,18 @@ class Runner:
         return old, (load_checkpoint(folder) if folder is not None else None)
 
     def _load_stream(self) -> Stream:
-        if self._stream is not None:
-            return self._stream
+        if self._stream is not None:  # the YAML path's checks, carving and budgets apply here too
+            from clift.data.python_stream import prepare_stream
+
+            stream, self._python_provenance = prepare_stream(self._stream, self.cfg.data, self.cfg.data_seed)
+            return stream
         from clift.data.benchmarks import load_stream
 
         return load_stream(self.cfg.data, self.cfg.data_seed)
 
     def _provenance(self, stream: Stream) -> dict[str, Any]:
         if self._stream is not None:
-            return {"source": "python", "stream": stream.name}
+            return self._python_provenance
         from clift.data.benchmarks import data_provenance
 
         return data_provenance(self.cfg.data, self.cfg.data_seed, stream)
@@ -397,8 +403,9 @@ class Runner:
         loaded.model.to(self.acc.device)
         self._base_ids = {id(t) for t in loaded.model.parameters()} | {id(t) for t in loaded.model.buffers()}
         self._trained_ids = set()
+        template = make_template(cfg.data.prompt, loaded.tokenizer)
         self.encoder = PromptEncoder(
-            loaded.tokenizer, loaded.kind, cfg.data.max_source_length, cfg.data.max_target_length
+            loaded.tokenizer, loaded.kind, cfg.data.max_source_length, cfg.data.max_target_length, template
         )
         self.collate = TrainCollator(self.encoder)
         self.evaluator = Evaluator(self.encoder, cfg.eval, self.acc, progress=cfg.log.progress)
@@ -444,6 +451,7 @@ class Runner:
             kind=loaded.kind,
             eval_mode=cfg.eval.mode,
             eval_split=cfg.eval.split,
+            **text_metrics.metric_fields([t.score_metric for t in stream]),
             tasks=stream.task_names,
             counts={t.name: {s: len(t.split(s)) for s in ("train", "dev", "test")} for t in stream},
             budgets=Budgets(
@@ -498,32 +506,37 @@ class Runner:
     def _zero_shot(self, model: nn.Module, stream: Stream) -> None:
         t0 = time.time()
         evals = [self._evaluate(model, t, self.cfg.eval.split, "zero-shot") for t in stream]
-        self.record.zero_shot = [ev.accuracy for ev in evals]
-        self.record.add_correct(ZERO_SHOT_KEY, [[bool(p["correct"]) for p in ev.predictions] for ev in evals])
+        self.record.set_zero_shot([e.accuracy for e in evals], text_metrics.secondary_rows(evals))
+        self.record.add_correct(ZERO_SHOT_KEY, [_outcomes(ev) for ev in evals])
         self.record.timings.put("zero_shot_seconds", time.time() - t0)
         if self.acc.is_main_process:
             write_record(self.run_dir, self.record)
 
     def _evaluate_all(
         self, model: nn.Module, method: ContinualMethod, stage: Stage, stream: Stream
-    ) -> tuple[list[float], list[dict[str, Any]], list[list[bool]]]:
-        """Every task's accuracy after ``stage`` (R's row), the predictions tagged by task, and per task the
-        correctness of each example (for the bootstrap)."""
-        row: list[float] = []
+    ) -> tuple[list[float], dict[str, list[float]], list[dict[str, Any]], list[list[bool]]]:
+        """Every task's own metric after ``stage`` (R's row), the secondary metrics' rows, the predictions, and
+        per task the correctness of each example (for the bootstrap)."""
+        evals = []
         preds: list[dict[str, Any]] = []
         outcomes: list[list[bool]] = []
         for j, task in enumerate(stream):
             with method.eval_scope(model, j) as m:
                 ev = self._evaluate(m, task, self.cfg.eval.split, f"after {stage.index + 1}.{stage.name}")
-            row.append(ev.accuracy)
+            evals.append(ev)
             preds += [{"task": task.name, **p} for p in ev.predictions]
-            outcomes.append([bool(p["correct"]) for p in ev.predictions])
-        return row, preds, outcomes
+            outcomes.append(_outcomes(ev))
+        return [e.accuracy for e in evals], text_metrics.secondary_rows(evals), preds, outcomes
 
     def _add_intervals(self, record: RunRecord) -> None:
-        """Bootstrap intervals of every cell and metric (``eval.bootstrap`` resamples, seeded by the run seed)."""
+        """Bootstrap intervals of every cell and metric (``eval.bootstrap`` resamples, seeded by the run seed).
+
+        Only for label tasks: a free-form task's cell is a mean ROUGE / exact-match score, not the mean of
+        the stored 0/1 outcomes, so a stream with one gets no intervals.
+        """
         data = record.correctness()
-        if self.cfg.eval.bootstrap == 0 or data is None:
+        free_form = any(m != "accuracy" for m in (record.task_metrics or []))
+        if self.cfg.eval.bootstrap == 0 or data is None or free_form:
             return
         rows, zero = data
         record.put("intervals", bootstrap_run(rows, zero, self.cfg.eval.bootstrap, seed=self.cfg.seed))
@@ -677,6 +690,11 @@ class Runner:
         progress.losses.append(step_loss)
         progress.extra_losses.append(step_extra)
         return True
+
+
+def _outcomes(ev: Any) -> list[bool]:
+    """Per example of one evaluation: whether it was correct (exact match for free-form tasks)."""
+    return [bool(p.get("correct", False)) for p in ev.predictions]
 
 
 def _training_log(stage: Stage, examples: int, progress: _Progress, log_every: int) -> StageTraining:

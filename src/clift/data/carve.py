@@ -95,14 +95,16 @@ class CarveResult:
         return getattr(self, name)
 
 
-def stratified_take(pool: Sequence[Example], n: int, seed: int, key: str) -> tuple[list[Example], list[Example]]:
+def stratified_take(
+    pool: Sequence[Example], n: int, seed: int, key: str, stratify: bool = True
+) -> tuple[list[Example], list[Example]]:
     """Carve ``n`` examples out of ``pool``, keeping each label's share on both sides.
 
     A carve keeps its remainder (unlike a cap, which discards it), so it must not drain a rare
     class: a label-balanced dev split of 50 from CB's train pool (119/115/16) would take all 16
     "neutral" examples and leave training without any. Quotas are ``n * count / len(pool)``, rounded
     by largest remainder (ties broken by first appearance); within a label the draw is seeded by
-    ``(seed, key)``.
+    ``(seed, key)``. ``stratify=False`` (free-form targets) treats the pool as one stratum.
 
     Returns:
         ``(carved, rest)``: the carved examples (shuffled) and the rest in pool order.
@@ -110,7 +112,7 @@ def stratified_take(pool: Sequence[Example], n: int, seed: int, key: str) -> tup
     rng = random.Random(f"clift:{seed}:{key}")
     by_label: dict[str, list[int]] = defaultdict(list)
     for i, ex in enumerate(pool):
-        by_label[ex.label].append(i)
+        by_label[ex.label if stratify else ""].append(i)
     total = len(pool)
     n = max(0, min(n, total))
     exact = {lab: n * len(idx) / total for lab, idx in by_label.items()} if total else {}
@@ -139,6 +141,7 @@ def carve_splits(
     test_name: str = "test.json",
     dev_pool: Sequence[Example] | None = None,
     dev_name: str = "dev",
+    stratify: bool = True,
 ) -> CarveResult:
     """Apply the split rules to one task's validated pools.
 
@@ -153,6 +156,7 @@ def carve_splits(
         dev_pool: a dev split supplied by the user (then no dev is carved); upstream ``dev.json`` is
             never passed here, since it is a copy of the test file.
         dev_name: its file name, for ``origin``.
+        stratify: keep label shares in carves and balance caps over labels; False for free-form targets.
 
     Returns:
         The disjoint splits.
@@ -172,19 +176,19 @@ def carve_splits(
     elif train_pool is not None:  # no test file
         n = _carve_count(len(train_pool), rules)
         _check_size(task, "test", n, len(train_pool), train_name)
-        test_pool, train_pool = stratified_take(train_pool, n, rules.seed, f"{task}/carve-test")
+        test_pool, train_pool = stratified_take(train_pool, n, rules.seed, f"{task}/carve-test", stratify)
         origin["train"], origin["test"] = train_name, f"carved from {train_name}"
     elif test_pool is not None:  # no train file
         n = _carve_count(len(test_pool), rules)
         _check_size(task, "test", n, len(test_pool), test_name)
-        test_pool, train_pool = stratified_take(test_pool, n, rules.seed, f"{task}/carve-test")
+        test_pool, train_pool = stratified_take(test_pool, n, rules.seed, f"{task}/carve-test", stratify)
         origin["train"], origin["test"] = f"carved from {test_name}", test_name
     else:
         raise DataError(f"task {task!r}: neither a train nor a test file; nothing to carve splits from.")
     if dev_pool is None:
         n_dev = min(rules.dev_size, int(rules.dev_fraction * len(train_pool)))
         _check_size(task, "dev", n_dev, len(train_pool), origin["train"])
-        dev, train_pool = stratified_take(train_pool, n_dev, rules.seed, f"{task}/carve-dev")
+        dev, train_pool = stratified_take(train_pool, n_dev, rules.seed, f"{task}/carve-dev", stratify)
         origin["dev"] = f"carved from {origin['train'].removeprefix('carved from ')}"
     else:
         dev = list(dev_pool)
@@ -199,8 +203,8 @@ def carve_splits(
     train_pool = [ex for ex in train_pool if normalize_text(ex.sentence) not in held_out]
     dropped["dev_duplicates_of_test"] = n_dev_before - len(dev)
     dropped["train_duplicates_of_dev_or_test"] = n_train_before - len(train_pool)
-    train = subsample(train_pool, rules.train_cap, rules.seed, f"{task}/cap-train")
-    test = subsample(test_pool, rules.test_cap, rules.seed, f"{task}/cap-test")
+    train = subsample(train_pool, rules.train_cap, rules.seed, f"{task}/cap-train", stratify)
+    test = subsample(test_pool, rules.test_cap, rules.seed, f"{task}/cap-test", stratify)
     return CarveResult(train=train, dev=dev, test=test, origin=origin, dropped=dropped)
 
 

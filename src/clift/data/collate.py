@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from clift.data.task import Example, Task, prompt_parts
+from clift.data.prompts import PromptTemplate
+from clift.data.task import Example, Task
 from clift.errors import ConfigError
 
 IGNORE_INDEX = -100
@@ -28,9 +29,17 @@ class PromptEncoder:
         kind: ``causal`` or ``seq2seq``.
         max_source_length: maximum prompt tokens (specials included).
         max_target_length: maximum answer tokens (eos included).
+        template: the prompt template (``data.prompt``); default the O-LoRA format.
     """
 
-    def __init__(self, tokenizer: Any, kind: str, max_source_length: int, max_target_length: int) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        kind: str,
+        max_source_length: int,
+        max_target_length: int,
+        template: PromptTemplate | None = None,
+    ) -> None:
         if kind not in ("causal", "seq2seq"):
             raise ValueError(f"kind must be 'causal' or 'seq2seq', got {kind!r}.")
         self.tok = tokenizer
@@ -45,6 +54,12 @@ class PromptEncoder:
         start = full.index(plain[0]) if plain and plain[0] in full else 0
         self.prefix = list(full[:start])
         self.suffix = list(full[start + len(plain) :])
+        self.template = template if template is not None else PromptTemplate()
+        if not self.template.add_specials:  # a chat template writes its own special tokens
+            self.prefix, self.suffix = [], []
+        stop = self._ids(self.template.stop_text.strip())
+        # generation also stops at a chat template's end-of-turn token when it is a single token
+        self.stop_ids = [self.eos_id, *(stop if len(stop) == 1 and stop[0] != self.eos_id else [])]
         self._heads: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
         self._targets: dict[str, list[int]] = {}
 
@@ -57,7 +72,7 @@ class PromptEncoder:
         Raises:
             ConfigError: when the prompt without its sentence is already longer than the limit.
         """
-        head, sent, tail = prompt_parts(task, sentence)
+        head, sent, tail = self.template.parts(task, sentence)
         key = (task.name, head)
         if key not in self._heads:
             self._heads[key] = (self._ids(head), self._ids(tail))
@@ -76,7 +91,7 @@ class PromptEncoder:
     def target_ids(self, label: str) -> list[int]:
         """Token ids of the answer followed by eos (a leading space for causal LMs, after "Answer:")."""
         if label not in self._targets:
-            text = f" {label}" if self.kind == "causal" else label
+            text = self.template.target(label, self.kind)
             ids = self._ids(text)[: self.max_target_length - 1]
             self._targets[label] = [*ids, self.eos_id]
         return self._targets[label]

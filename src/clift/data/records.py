@@ -23,7 +23,7 @@ from typing import Any
 from clift.data.task import Example
 from clift.errors import DataError
 
-FORMATS = ("json", "jsonl", "csv")
+FORMATS = ("json", "jsonl", "csv", "parquet")
 CSV_FIELD_LIMIT = 2**31 - 1  # as long as a C long allows everywhere
 
 # A message listing thousands of bad records helps nobody; the first ones show the pattern.
@@ -41,6 +41,7 @@ class Record:
         line: 1-based line of the record's start in the file.
         index: 1-based record number (header rows and blank lines not counted).
         fields: the field names the record has (for "missing field" messages).
+        id: the value of the id field, when the data has one (``None``: the id is ``<file>#<index>``).
     """
 
     text: Any
@@ -49,6 +50,7 @@ class Record:
     line: int
     index: int
     fields: tuple[str, ...] = ()
+    id: Any = None
 
     @property
     def where(self) -> str:
@@ -127,7 +129,7 @@ def detect_format(path: str | Path, fmt: str | None = None) -> str:
     if suffix not in FORMATS:
         raise DataError(
             f"{path}: cannot tell the format from the extension {Path(path).suffix!r}; use .json (a list of "
-            "objects), .jsonl (one object per line) or .csv (header row), or set 'format:' for this file."
+            "objects), .jsonl (one object per line), .csv (header row) or .parquet, or set 'format:' for this file."
         )
     return suffix
 
@@ -208,6 +210,26 @@ def _iter_json_list(text: str, path: str) -> Iterable[tuple[int, Any]]:
         raise DataError(f"{path}:{line}: malformed JSON: expected ',' or ']' after record; fix the file.")
 
 
+def parquet_rows(path: str | Path) -> Iterable[tuple[int, Any]]:
+    """``(row number, row dict)`` for every row of a Parquet file (row numbers are 1-based).
+
+    Raises:
+        DataError: when pyarrow is missing or the file is not Parquet.
+    """
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(
+            f"{path}: reading Parquet needs pyarrow, which is not installed; `pip install clift[parquet]` "
+            "(or `pip install pyarrow`), or convert the file to .jsonl or .csv."
+        ) from None
+    try:
+        table = pq.read_table(str(path))
+    except Exception as err:  # pyarrow raises its own hierarchy; name the file either way
+        raise DataError(f"{path}: not a readable Parquet file ({err}); check the file or its extension.") from None
+    yield from enumerate(table.to_pylist(), start=1)
+
+
 def _iter_jsonl(text: str, path: str) -> Iterable[tuple[int, Any]]:
     # split on "\n" only: str.splitlines would also break inside strings holding U+2028 and friends
     for n, line in enumerate(text.split("\n"), start=1):
@@ -227,6 +249,7 @@ def read_records(
     label_field: str = "label",
     fmt: str | None = None,
     problems: RecordProblems | None = None,
+    id_field: str | None = None,
 ) -> list[Record]:
     """Read every record of a data file.
 
@@ -240,6 +263,7 @@ def read_records(
         label_field: the field holding the label. Default ``label``.
         fmt: force a format instead of using the extension.
         problems: a collector shared across files, so one error lists every problem of a stream.
+        id_field: a field holding each record's id, kept when present (``None``: ids are ``file#n``).
 
     Returns:
         The records in file order; records with problems are left out.
@@ -254,14 +278,17 @@ def read_records(
     if not p.is_file():
         raise DataError(f"data file {path_s!r} does not exist; check the path.")
     kind = detect_format(p, fmt)
-    text = _decode(p.read_bytes(), path_s)
     own = problems is None
     collector = problems if problems is not None else RecordProblems(f"reading {path_s}")
     out: list[Record] = []
     if kind == "csv":
-        out = _read_csv(text, path_s, text_field, label_field, collector)
+        out = _read_csv(_decode(p.read_bytes(), path_s), path_s, text_field, label_field, collector, id_field)
     else:
-        rows = _iter_json_list(text, path_s) if kind == "json" else _iter_jsonl(text, path_s)
+        if kind == "parquet":
+            rows = parquet_rows(p)  # binary: row numbers stand in for lines
+        else:
+            text = _decode(p.read_bytes(), path_s)
+            rows = _iter_json_list(text, path_s) if kind == "json" else _iter_jsonl(text, path_s)
         for index, (line, obj) in enumerate(rows, start=1):
             where = f"{path_s}:{line} (record {index})"
             if not isinstance(obj, dict):
@@ -270,7 +297,7 @@ def read_records(
                     f"got {type(obj).__name__}."
                 )
                 continue
-            rec = _make_record(obj, path_s, line, index, text_field, label_field, collector)
+            rec = _make_record(obj, path_s, line, index, text_field, label_field, collector, id_field)
             if rec is not None:
                 out.append(rec)
     if own:
@@ -286,6 +313,7 @@ def _make_record(
     text_field: str,
     label_field: str,
     problems: RecordProblems,
+    id_field: str | None = None,
 ) -> Record | None:
     missing = [f for f in (text_field, label_field) if f not in obj]
     if missing:
@@ -295,10 +323,13 @@ def _make_record(
             f"{', '.join(map(str, obj)) or 'none'}); fix the record or set text_field/label_field."
         )
         return None
-    return Record(obj[text_field], obj[label_field], path, line, index, tuple(map(str, obj)))
+    rid = obj.get(id_field) if id_field else None
+    return Record(obj[text_field], obj[label_field], path, line, index, tuple(map(str, obj)), rid)
 
 
-def _read_csv(text: str, path: str, text_field: str, label_field: str, problems: RecordProblems) -> list[Record]:
+def _read_csv(
+    text: str, path: str, text_field: str, label_field: str, problems: RecordProblems, id_field: str | None = None
+) -> list[Record]:
     # newline="" semantics: hand the csv module the raw text so quoted newlines stay inside fields
     csv.field_size_limit(CSV_FIELD_LIMIT)  # the default 131,072 characters would refuse long texts JSONL takes
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -316,6 +347,7 @@ def _read_csv(text: str, path: str, text_field: str, label_field: str, problems:
             f"{', '.join(header)}); rename the column or set text_field/label_field."
         )
     ti, li = header.index(text_field), header.index(label_field)
+    ii = header.index(id_field) if id_field and id_field in header else None
     out: list[Record] = []
     index = 0
     prev_end = reader.line_num
@@ -337,7 +369,7 @@ def _read_csv(text: str, path: str, text_field: str, label_field: str, problems:
                 f"{len(header)}; quote fields that contain commas."
             )
             continue
-        out.append(Record(row[ti], row[li], path, start, index, tuple(header)))
+        out.append(Record(row[ti], row[li], path, start, index, tuple(header), None if ii is None else row[ii]))
     return out
 
 
@@ -380,6 +412,7 @@ def records_to_examples(
     allowed = set(labels) if labels is not None else None
     dropped = {"label_outside_set": 0}
     out: list[Example] = []
+    ids: dict[str, str] = {}
     for rec in records:
         text = rec.text
         if not isinstance(text, str):
@@ -401,7 +434,15 @@ def records_to_examples(
                 "fix the record or add the label to 'labels:'."
             )
             continue
-        out.append(Example(sentence=text, label=label, id=f"{id_prefix}#{rec.index}"))
+        rid = f"{id_prefix}#{rec.index}" if rec.id is None else label_string(rec.id)
+        if not rid:
+            problems.add(f"{rec.where}: empty or unusable id {rec.id!r}; give every record an id, or drop the column.")
+            continue
+        if rid in ids:
+            problems.add(f"{rec.where}: id {rid!r} is already used by {ids[rid]}; ids must be unique within a file.")
+            continue
+        ids[rid] = rec.where
+        out.append(Example(sentence=text, label=label, id=rid))
     return out, dropped
 
 

@@ -38,6 +38,7 @@ class TaskSpec:
         show_options: whether the prompt lists the options (False for COPA).
         folder: the task's folder inside an upstream ``CL_Benchmark`` ("TC/agnews").
         description: free text for listings.
+        metric: how the task is scored (``None``: accuracy, or rougeL for a free-form task).
     """
 
     name: str
@@ -47,6 +48,7 @@ class TaskSpec:
     show_options: bool = True
     folder: str = ""
     description: str = ""
+    metric: str | None = None
 
     def build(self, train: list[Example], dev: list[Example], test: list[Example]) -> Task:
         """A :class:`Task` with these examples."""
@@ -59,6 +61,7 @@ class TaskSpec:
             train=train,
             dev=dev,
             test=test,
+            metric=self.metric,
         )
 
 
@@ -229,5 +232,5 @@ def parse_task_spec(
 def apply_budgets(spec: TaskSpec, splits: Mapping[str, Sequence[Example]], data: DataConfig, seed: int) -> Task:
     """The task with each split cut to its budget: ``subsample(examples, n, seed, key=f"{task}/{split}")``."""
     budget = {"train": data.train_per_task, "dev": data.dev_per_task, "test": data.test_per_task}
-    chosen = {s: subsample(splits[s], budget[s], seed, key=f"{spec.name}/{s}") for s in SPLITS}
+    chosen = {s: subsample(splits[s], budget[s], seed, f"{spec.name}/{s}", bool(spec.labels)) for s in SPLITS}
     return spec.build(chosen["train"], chosen["dev"], chosen["test"])

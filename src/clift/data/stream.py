@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from clift.data.carve import label_counts
 from clift.data.catalog import get_benchmark
+from clift.data.derived import DERIVED, derived_provenance, derived_stream
 from clift.data.sources import FolderSource, source_for
 from clift.data.specs import BenchmarkSpec, apply_budgets
 from clift.data.task import SPLITS, Stream
@@ -65,6 +66,8 @@ def load_stream(data: DataConfig, seed: int | None = None) -> Stream:
     eff_seed = _effective_seed(data, seed)
     if data.stream:
         return load_user_stream(data.stream, data, eff_seed)
+    if data.benchmark in DERIVED:  # free-form tasks rewritten from the pack (titles)
+        return derived_stream(data, eff_seed)
     bench, label, names = resolve_benchmark(data)
     source = source_for(bench, data)
     specs = [bench.task_specs[n] for n in names]
@@ -112,6 +115,8 @@ def data_provenance(data: DataConfig, seed: int | None = None, stream: Stream | 
     if data.stream:
         out = {"source": "user", "benchmark": None, "order": None}
         out.update(user_stream_provenance(data.stream))
+    elif data.benchmark in DERIVED:
+        out = derived_provenance(data, stream)
     else:
         bench, label, names = resolve_benchmark(data)
         source = source_for(bench, data)

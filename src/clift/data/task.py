@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 SPLITS = ("train", "dev", "test")
+#: the metric of a free-form task that names none (:mod:`clift.text_metrics`)
+DEFAULT_FREE_FORM_METRIC = "rougeL"
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class Task:
         labels: the label options, in the order shown in the prompt.
         show_options: whether the prompt lists the options (False for COPA).
         train / dev / test: the examples of each split.
+        metric: how the task is scored (:data:`clift.text_metrics.METRICS`); ``None`` means ``accuracy``
+            for a label task and ``rougeL`` for a free-form task (empty ``labels``: any target text).
     """
 
     name: str
@@ -52,6 +56,19 @@ class Task:
     train: list[Example] = field(default_factory=list)
     dev: list[Example] = field(default_factory=list)
     test: list[Example] = field(default_factory=list)
+    metric: str | None = None
+
+    @property
+    def free_form(self) -> bool:
+        """True when the task has no label set: targets are free text, scored by generation."""
+        return not self.labels
+
+    @property
+    def score_metric(self) -> str:
+        """The metric this task is scored by (``metric``, or the default for its kind)."""
+        if self.metric:
+            return self.metric
+        return DEFAULT_FREE_FORM_METRIC if self.free_form else "accuracy"
 
     def split(self, name: str) -> list[Example]:
         """Return the examples of split ``name`` ("train", "dev" or "test")."""
@@ -105,7 +122,7 @@ def prompt_parts(task: Task, sentence: str) -> tuple[str, str, str]:
     ``Task:{family}\\nDataset:{name}\\n{instruction}Option: {l1, l2, ...} \\n{sentence}\\nAnswer:``
     """
     head = f"Task:{task.family}\nDataset:{task.name}\n{task.instruction}"
-    if task.show_options:
+    if task.show_options and task.labels:
         head += f"Option: {', '.join(task.labels)} \n"
     return head, sentence, "\nAnswer:"
 
@@ -127,7 +144,7 @@ def normalize_answer(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def subsample(examples: Sequence[Example], n: int | None, seed: int, key: str) -> list[Example]:
+def subsample(examples: Sequence[Example], n: int | None, seed: int, key: str, by_label: bool = True) -> list[Example]:
     """Deterministic, label-balanced subset of ``examples``.
 
     Examples are shuffled per label with a generator seeded by ``(seed, key)`` and taken round-robin
@@ -140,17 +157,18 @@ def subsample(examples: Sequence[Example], n: int | None, seed: int, key: str) -
         n: how many to keep; ``None`` or ``n >= len(examples)`` keeps all (still shuffled).
         seed: the run's data seed.
         key: distinguishes draws ("agnews/train"), so two tasks with the same seed differ.
+        by_label: balance over labels; False (free-form targets, each one unique) draws uniformly.
 
     Returns:
         A new list of at most ``n`` examples.
     """
     rng = random.Random(f"clift:{seed}:{key}")
-    by_label: dict[str, list[Example]] = defaultdict(list)
+    groups: dict[str, list[Example]] = defaultdict(list)
     for ex in examples:
-        by_label[ex.label].append(ex)
+        groups[ex.label if by_label else ""].append(ex)
     pools = []
-    for label in by_label:  # dict keeps first-appearance order, which is deterministic
-        pool = list(by_label[label])
+    for label in groups:  # dict keeps first-appearance order, which is deterministic
+        pool = list(groups[label])
         rng.shuffle(pool)
         pools.append(pool)
     total = len(examples) if n is None else min(n, len(examples))

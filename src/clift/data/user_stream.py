@@ -49,9 +49,10 @@ from clift.data.records import (
 )
 from clift.data.specs import TaskSpec, apply_budgets, check_keys
 from clift.data.task import SPLITS, Example, Stream
-from clift.errors import DataError
+from clift.errors import ConfigError, DataError
 from clift.io import read_yaml
 from clift.safety import shorten
+from clift.text_metrics import check_metric
 
 if TYPE_CHECKING:
     from clift.config import DataConfig
@@ -70,10 +71,13 @@ TASK_KEYS = (
     "label_field",
     "format",
     "overlap_threshold",
+    "id_field",
+    "metric",
 )
 DEFAULT_FAMILY = "custom"
 DEFAULT_INSTRUCTION = "What is the label of the following text? Choose one from the option.\n"
 DEFAULT_OVERLAP_THRESHOLD = 0.05
+OPTION_TEXT = "Choose one from the option."
 #: how many overlapping test lines an overlap message quotes
 _QUOTED_LINES = 5
 
@@ -135,6 +139,11 @@ class _TaskEntry:
     text_field: str
     label_field: str
     threshold: float
+
+    @property
+    def id_field(self) -> str:
+        """The column holding example ids (default ``id``; used when the records have it)."""
+        return str(self.raw.get("id_field", "id"))
 
 
 def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
@@ -199,7 +208,7 @@ def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
                 continue
             files[split] = fp
         if "train" not in files and raw.get("train") is None:
-            problems.append(f"{where}: 'train' is required (a .json, .jsonl or .csv file).")
+            problems.append(f"{where}: 'train' is required (a .json, .jsonl, .csv or .parquet file).")
         entries.append(
             _TaskEntry(
                 name=tname,
@@ -234,7 +243,25 @@ def _spec_for(entry: _TaskEntry, labels: tuple[str, ...], where: str, problems: 
     if not isinstance(show, bool):
         problems.append(f"{where}: 'show_options' must be true or false, got {show!r}.")
         show = True
-    return TaskSpec(name=entry.name, family=family, instruction=instruction, labels=labels, show_options=show)
+    if "instruction" not in raw and (not show or not labels):
+        instruction = drop_option_text(instruction)  # no option line follows, so do not ask to choose one
+        if not labels and instruction == drop_option_text(DEFAULT_INSTRUCTION):
+            instruction = ""  # a free-form task has no label to ask for; the input speaks for itself
+    metric = raw.get("metric")
+    if metric is not None:
+        try:
+            check_metric(str(metric), not labels, where)
+        except ConfigError as err:
+            problems.append(str(err))
+    return TaskSpec(
+        name=entry.name, family=family, instruction=instruction, labels=labels, show_options=show, metric=metric
+    )
+
+
+def drop_option_text(instruction: str) -> str:
+    """A default instruction without its "Choose one from the option." sentence (no options are shown)."""
+    text = instruction.replace(" " + OPTION_TEXT, "").replace(OPTION_TEXT, "")
+    return text if text.strip() else ""
 
 
 def _declared_labels(entry: _TaskEntry, where: str, problems: list[str]) -> tuple[str, ...] | None:
@@ -245,6 +272,14 @@ def _declared_labels(entry: _TaskEntry, where: str, problems: list[str]) -> tupl
         problems.append(f"{where}: 'labels' must be a non-empty list of label strings, got {shorten(value)}.")
         return None
     out = []
+    unquoted = [v for v in value if isinstance(v, (bool, float))]
+    if unquoted:
+        # YAML reads yes/no/true/false/on/off as booleans and 1.0 as a float; their text is lost
+        problems.append(
+            f"{where}: 'labels' holds {unquoted}, which YAML read as {type(unquoted[0]).__name__} values, not "
+            f'label strings; quote every label in the stream file, e.g. labels: ["yes", "no"].'
+        )
+        return None
     for v in value:
         s = label_string(v)
         if not s:
@@ -293,13 +328,20 @@ def _read_user_stream(path: Path, keys: tuple[Any, ...]) -> UserStream:
         records: dict[str, list[Record]] = {}
         for split, fp in entry.files.items():
             records[split] = read_records(
-                fp, entry.text_field, entry.label_field, entry.raw.get("format"), problems=records_problems
+                fp,
+                entry.text_field,
+                entry.label_field,
+                entry.raw.get("format"),
+                problems=records_problems,
+                id_field=entry.id_field,
             )
             check_conflicting_labels(records[split], records_problems)  # one text, two labels: an error
             if not records[split] and not any(str(fp) in msg for msg in records_problems.items):
                 records_problems.add(f"{fp}:1: no records; a {split} file needs at least one.")
         labels = _declared_labels(entry, where, shape_problems)
-        if labels is None:  # inferred from train: the sorted set of its (usable) labels
+        if entry.raw.get("metric") not in (None, "accuracy"):
+            labels = ()  # a free-form task: any target text, scored by generation
+        elif labels is None:  # inferred from train: the sorted set of its (usable) labels
             labels = tuple(sorted({s for r in records.get("train", []) if (s := label_string(r.label))}))
         warn_single_class(entry.name, labels, entry.files.get("train"), where)
         specs.append(_spec_for(entry, labels, where, shape_problems))
@@ -332,6 +374,7 @@ def _read_user_stream(path: Path, keys: tuple[Any, ...]) -> UserStream:
             test_name=names["test"],
             dev_pool=dev,
             dev_name=names["dev"],
+            stratify=bool(spec.labels),
         )
         stream.splits[spec.name] = {s: tuple(result.split(s)) for s in SPLITS}
         stream.origin[spec.name] = dict(result.origin)

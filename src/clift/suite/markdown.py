@@ -25,7 +25,16 @@ def suite_meta(suite: Suite) -> dict[str, Any]:
         "seeds": ", ".join(str(s) for s in suite.seeds),
         "budget": ", ".join(f"{k}={v}" for k, v in budget.items()) or None,
         "eval": ev.get("mode"),
+        **_metric_fact(data),
     }
+
+
+def _metric_fact(data: dict[str, Any]) -> dict[str, str]:
+    """``{"metric": ...}`` for a free-form benchmark (its AA, BWT … are of that metric); else nothing."""
+    from clift.data.derived import DERIVED
+
+    bench = DERIVED.get(str(data.get("benchmark")))
+    return {"metric": f"{bench.metric} F1 (%), free-form tasks"} if bench is not None else {}
 
 
 def _cell(stat: Mapping[str, Any], digits: int = 1, interval: bool = True) -> str:
@@ -101,7 +110,8 @@ def format_markdown(
     paired differences against the reference method."""
     meta = meta or {}
     out = [f"# Suite: {meta.get('name', 'suite')}", ""]
-    facts = [(k, meta[k]) for k in ("model", "benchmark", "orders", "seeds", "budget", "eval") if meta.get(k)]
+    keys = ("model", "benchmark", "orders", "seeds", "budget", "eval", "metric")
+    facts = [(k, meta[k]) for k in keys if meta.get(k)]
     out += [f"- {k}: {v}" for k, v in facts]
     if command:
         out += [f"- command: `{command}`"]
