@@ -358,3 +358,48 @@ def test_the_shipped_gorp_configs_exist():
     papers = {p.name for p in REPO.glob("configs/papers/gorp-*.yaml")}
     assert papers == {"gorp-t5-standard.yaml", "gorp-t5-long.yaml", "gorp-llama-standard.yaml"}
     assert (REPO / "configs" / "ablations" / "gorp-released-bugs.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    ("method", "eps"), [({}, 1e-6), ({"adam_eps": None, "protect": "update"}, 1e-8), ({"adam_eps": 1e-7}, 1e-7)]
+)
+def test_optimizer_eps_is_gorps_own_and_protect_reaches_the_projected_groups(tmp_path, monkeypatch, method, eps):
+    seen: list[dict] = []
+    original = GORP.make_optimizer
+
+    def recording(self, groups):
+        opt = original(self, groups)
+        seen.append({g["name"]: (g["eps"], g.get("protect", "moments")) for g in opt.param_groups})
+        return opt
+
+    monkeypatch.setattr(GORP, "make_optimizer", recording)
+    _run(tmp_path, tasks=1, **method)  # train.adam_eps is 1e-8
+    protect = method.get("protect", "moments")
+    assert seen == [{"lora_B": (eps, "moments"), "lora_A": (eps, protect), "full_rank": (eps, protect)}]
+
+
+def test_protect_update_moves_full_rank_weights_off_the_earlier_tasks_bases(tmp_path, monkeypatch):
+    moves: list[tuple[dict, dict]] = []
+    original_before, original_after = GORP.before_task, GORP.after_task
+
+    def before(self, model, stage):
+        model = original_before(self, model, stage)
+        moves.append(({k: p.detach().clone() for k, p in self.full.params.items()}, dict(self.bases)))
+        return model
+
+    def after(self, model, stage):
+        start, bases = moves[-1]
+        moves[-1] = ({k: p.detach() - start[k] for k, p in self.full.params.items()}, bases)
+        return original_after(self, model, stage)
+
+    monkeypatch.setattr(GORP, "before_task", before)
+    monkeypatch.setattr(GORP, "after_task", after)
+    _run(tmp_path, tasks=2, protect="update")
+    deltas, bases = moves[1]
+    checked = 0
+    for name, delta in deltas.items():
+        s = bases.get(("full_rank", name.removesuffix(".weight")))
+        if s is not None and s.shape[1] and delta.norm() > 0:
+            assert (s.T @ delta).norm() <= 1e-4 * delta.norm(), name
+            checked += 1
+    assert checked

@@ -81,7 +81,19 @@ class GORPConfig(GaLoreFields, LoraFields, MethodConfig):
             weights, ΔW measured from the start of the task, added to the loss at every step. Default 0:
             the released code computes it but never applies it (gorp.md §1.7.3), so 0 is the released
             behaviour; the paper lists 0.05.
+        protect: what the shared space protects. ``moments`` (the released code): the gradients fed to
+            Adam are projected off S, so the moments are orthogonal to S, but Adam's element-wise
+            division by √V puts S's directions back into the applied update. ``update``: the normalised
+            update is projected off S again before it is applied, so the weights (full-rank W, or the
+            new LoRA's A) move orthogonally to S (‖SᵀΔ‖ ≤ 1e-4 ‖Δ‖). Default moments.
+        adam_eps: eps of gorp's AdamW (on the uncorrected √V). Default 1e-6, the released code's value.
+            null uses ``train.adam_eps`` (what gorp did before this field existed: a run stored without
+            it reads as null).
     """
+
+    #: values of fields that earlier stored configs lack (clift.config.upgrade_config): a gorp run made
+    #: before ``adam_eps`` existed used train.adam_eps
+    STORED_DEFAULTS: ClassVar[dict[str, Any]] = {"adam_eps": None}
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # gorp.md §1.5; the LoRA lr (1e-3 T5, 2e-4 LLaMA) is train.lr, set in configs/papers/gorp-*.yaml
@@ -111,6 +123,12 @@ class GORPConfig(GaLoreFields, LoraFields, MethodConfig):
     full_rank_reg: float = field(
         default=0.0, metadata={"help": "lambda of ||dW dW^T - I||_F on full-rank weights (paper 0.05; code: 0)"}
     )
+    protect: Literal["moments", "update"] = field(
+        default="moments", metadata={"help": "shared space protects: moments (release) | update (re-projected)"}
+    )
+    adam_eps: float | None = field(
+        default=1e-6, metadata={"help": "AdamW eps of gorp's optimizer (release: 1e-6; null: train.adam_eps)"}
+    )
 
     def problems(self) -> list[str]:
         p = self.lora_problems() + self.galore_problems()
@@ -121,6 +139,8 @@ class GORPConfig(GaLoreFields, LoraFields, MethodConfig):
                 f"energy_threshold must be in (0, 1], got {self.energy_threshold}; GORP uses 0.9 "
                 "(1 keeps every direction of the first moment)."
             )
+        if self.adam_eps is not None and not self.adam_eps > 0:
+            p.append(f"adam_eps must be > 0 or null (train.adam_eps), got {self.adam_eps}; the release uses 1e-6.")
         if not self.full_rank_reg >= 0:
             p.append(f"full_rank_reg must be >= 0, got {self.full_rank_reg}; the paper uses 0.05, 0 turns it off.")
         elif self.full_rank_reg > 0 and self.full_rank_modules == []:
@@ -251,12 +271,11 @@ class GORP(IncLoRA):
         side = "left" if self.config.lora_projection == "rank" else "right"
         groups = [
             {"params": list(b.values()) + rest, "name": "lora_B"},
-            {"params": list(a.values()), "name": LORA_A, "shared_side": side},
+            {"params": list(a.values()), "name": LORA_A, "shared_side": side, "protect": self.config.protect},
         ]
         if full:
-            groups.append(
-                {"params": list(full.values()), "name": FULL_RANK, **self.config.galore_group(self.config.full_rank_lr)}
-            )
+            galore = self.config.galore_group(self.config.full_rank_lr)
+            groups.append({"params": list(full.values()), "name": FULL_RANK, "protect": self.config.protect, **galore})
         return [g for g in groups if g["params"]]
 
     def make_optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
@@ -269,7 +288,7 @@ class GORP(IncLoRA):
             groups,
             lr=t.lr,
             betas=tuple(t.adam_betas),
-            eps=t.adam_eps,
+            eps=t.adam_eps if self.config.adam_eps is None else self.config.adam_eps,
             weight_decay=t.weight_decay,
             shared_bases=bases,
         )
