@@ -26,6 +26,7 @@ from torch import nn
 
 from clift.adapters import LoraFields, adapter_name, lora_config, lora_layers, save_adapter
 from clift.errors import TrainingError
+from clift.fused_lora import FrozenAdapterFields
 from clift.methods.base import MethodConfig, Stage
 from clift.methods.galore import (
     FullRankWeights,
@@ -50,8 +51,9 @@ LORA_A, FULL_RANK = "lora_A", "full_rank"
 
 
 @dataclass
-class GORPConfig(GaLoreFields, LoraFields, MethodConfig):
-    """GORP (fields of :class:`clift.adapters.LoraFields` and :class:`clift.methods.galore.GaLoreFields`, plus):
+class GORPConfig(FrozenAdapterFields, GaLoreFields, LoraFields, MethodConfig):
+    """GORP (fields of :class:`clift.adapters.LoraFields`, :class:`clift.methods.galore.GaLoreFields` and
+    :class:`clift.fused_lora.FrozenAdapterFields`, plus):
 
     Attributes:
         full_rank_modules: full-rank targets as module patterns (a qualified module name or a dotted
@@ -92,8 +94,8 @@ class GORPConfig(GaLoreFields, LoraFields, MethodConfig):
     """
 
     #: values of fields that earlier stored configs lack (clift.config.upgrade_config): a gorp run made
-    #: before ``adam_eps`` existed used train.adam_eps
-    STORED_DEFAULTS: ClassVar[dict[str, Any]] = {"adam_eps": None}
+    #: before ``adam_eps`` existed used train.adam_eps, and PEFT's per-adapter loop for frozen adapters
+    STORED_DEFAULTS: ClassVar[dict[str, Any]] = {"adam_eps": None, "frozen_adapters": "separate"}
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # gorp.md §1.5; the LoRA lr (1e-3 T5, 2e-4 LLaMA) is train.lr, set in configs/papers/gorp-*.yaml
