@@ -403,3 +403,30 @@ def test_protect_update_moves_full_rank_weights_off_the_earlier_tasks_bases(tmp_
             assert (s.T @ delta).norm() <= 1e-4 * delta.norm(), name
             checked += 1
     assert checked
+
+
+def test_projected_weight_gradient_option_trains_the_same_weights(tmp_path):
+    # clipping is off (max_grad_norm large), so the only difference is the rounding of G V_k
+    finals = {}
+    for mode in ("full", "projected"):
+        cfg = tiny_config(
+            tmp_path / mode,
+            method={"name": "gorp", "galore_grad": mode, "update_proj_gap": 2, "dropout": 0.0, "full_rank_lr": 1e-3},
+            train={"max_steps": 4, "max_grad_norm": 1e6},
+            eval={"zero_shot": False},
+        )
+        seen = {}
+        original = GORP.after_task
+
+        def record(self, model, stage, seen=seen, original=original):
+            seen.update({k: p.detach().clone() for k, p in self.full.params.items()})
+            assert self._projected_grad is None or self._projected_grad.modules
+            return original(self, model, stage)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(GORP, "after_task", record)
+            clift.run(cfg, stream=fixture_stream(test=4, names=TASKS[:1]))
+        finals[mode] = seen
+    assert finals["full"] and finals["full"].keys() == finals["projected"].keys()
+    for k, w in finals["full"].items():
+        assert torch.allclose(w, finals["projected"][k], atol=1e-6, rtol=0), k

@@ -42,6 +42,7 @@ from clift.methods.galore import (
 )
 from clift.methods.inc_lora import IncLoRA
 from clift.optim import ProjectedAdamW, extend_basis
+from clift.optim.projected_grad import ProjectedWeightGrad
 
 log = logging.getLogger("clift")
 
@@ -91,6 +92,11 @@ class GORPConfig(FrozenAdapterFields, GaLoreFields, LoraFields, MethodConfig):
         adam_eps: eps of gorp's AdamW (on the uncorrected √V). Default 1e-6, the released code's value.
             null uses ``train.adam_eps`` (what gorp did before this field existed: a run stored without
             it reads as null).
+        galore_grad: how the full-rank weights' gradient is computed between two projector refreshes:
+            ``full`` (default: autograd's dYᵀX, then projected by the optimizer, as GaLore) or
+            ``projected`` (a clift option: a custom autograd function computes ``dYᵀ (X V_k)`` and
+            returns its rank-k back-projection, never the dYᵀX product; same update, but gradient
+            clipping then sees ‖G V_k‖ instead of ‖G‖ for these weights; see clift.optim.projected_grad).
     """
 
     #: values of fields that earlier stored configs lack (clift.config.upgrade_config): a gorp run made
@@ -130,6 +136,9 @@ class GORPConfig(FrozenAdapterFields, GaLoreFields, LoraFields, MethodConfig):
     )
     adam_eps: float | None = field(
         default=1e-6, metadata={"help": "AdamW eps of gorp's optimizer (release: 1e-6; null: train.adam_eps)"}
+    )
+    galore_grad: Literal["full", "projected"] = field(
+        default="full", metadata={"help": "full-rank weight gradient between refreshes: full | projected (option)"}
     )
 
     def problems(self) -> list[str]:
@@ -202,6 +211,7 @@ class GORP(IncLoRA):
         self.delta_norm_end: list[float | None] = []
         self._tracked: dict[tuple[str, str], nn.Parameter] = {}
         self._optimizer: ProjectedAdamW | None = None
+        self._projected_grad: ProjectedWeightGrad | None = None
         #: the full-rank weights at the start of the running task (only with ``full_rank_reg`` > 0)
         self._task_start: dict[str, torch.Tensor] = {}
 
@@ -294,6 +304,11 @@ class GORP(IncLoRA):
             weight_decay=t.weight_decay,
             shared_bases=bases,
         )
+        if self._projected_grad is not None:
+            self._projected_grad.remove()
+            self._projected_grad = None
+        if self.config.galore_grad == "projected" and self.full is not None and len(self.full):
+            self._projected_grad = ProjectedWeightGrad(list(self.full.modules.values()), self._optimizer)
         return self._optimizer
 
     def after_task(self, model: nn.Module, stage: Stage) -> nn.Module:
@@ -327,6 +342,9 @@ class GORP(IncLoRA):
             ),
         )
         self._optimizer = None  # the runner is done with it; do not keep its state alive
+        if self._projected_grad is not None:
+            self._projected_grad.remove()
+            self._projected_grad = None
         self._task_start = {}  # the task is over; a checkpoint at the boundary needs no snapshot
         return model
 
