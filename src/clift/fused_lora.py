@@ -13,7 +13,9 @@ the spec's single x̃. :class:`FusedFrozenLoRA` instead leaves only the new adap
 the layer's output, where x̃ is the very tensor the new adapter's dropout produced in the same forward.
 
 The adapters themselves are untouched: each task's adapter is still a PEFT adapter saved on its own,
-and PEFT's model-level active adapter list still names all of them.
+and PEFT's model-level active adapter list still names all of them. The methods install the fusion for
+training only (``before_task``) and remove it in ``after_task``, so the model evaluated and saved after a
+task is the plain PEFT model a replay rebuilds.
 """
 
 from __future__ import annotations

@@ -341,7 +341,7 @@ class GORP(IncLoRA):
             self._projected_grad.remove()
             self._projected_grad = None
         self._task_start = {}  # the task is over; a checkpoint at the boundary needs no snapshot
-        return model
+        return super().after_task(model, stage)
 
     def save_task(self, model: nn.Module, stage: Stage, folder: Path) -> list[Path]:
         assert self.full is not None

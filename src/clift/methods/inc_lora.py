@@ -65,6 +65,13 @@ class IncLoRA(ContinualMethod):
             # one frozen LoRA per layer reading the new adapter's dropout output (gorp.md §1.1)
             self.fused.install(model, self.adapters[:-1], self.current)
 
+    def after_task(self, model: nn.Module, stage: Stage) -> nn.Module:
+        """The task is over: give the frozen adapters back to PEFT's own loop. The model evaluated, saved and
+        exported after a task is then the plain PEFT model that a replay (resume, export) rebuilds, to the
+        bit (the fused sum rounds differently); the next ``before_task`` fuses them again for training."""
+        self.fused.remove()
+        return model
+
     def restore_task(self, model: nn.Module, stage: Stage) -> nn.Module:
         """On a replay (resume, export), leave the frozen adapters in PEFT's own loop: a rebuilt final model
         is then a plain PEFT model (``merge_and_unload`` merges the adapters PEFT runs); the next

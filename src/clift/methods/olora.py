@@ -214,7 +214,7 @@ class OLoRA(IncLoRA):
     def after_task(self, model: nn.Module, stage: Stage) -> nn.Module:
         self.terms.finish()
         self._layers, self._pairs, self._new_params = [], None, []
-        return model
+        return super().after_task(model, stage)
 
     def restore_task(self, model: nn.Module, stage: Stage) -> nn.Module:
         self.terms.discard()
