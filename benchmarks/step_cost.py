@@ -2,9 +2,11 @@
 
 Every method is built through the registry and driven only through its hooks (``setup``, ``attach``,
 ``stages``, ``before_task``, ``param_groups``, ``make_optimizer``, ``loss``, ``after_backward``,
-``after_step``), as the runner does. Each method first trains stage 0 for ``--pre-steps`` steps and then
-enters stage 1, so methods that act from the second task on (DEAL's modules, projections) are active
-when the cost is measured.
+``after_step``), as the runner does. Each method first trains the tasks before ``--stage N`` (N − 1
+finished tasks, ``--pre-steps`` steps each, default N = 2) and is then measured in task N, so methods
+that act from the second task on (DEAL's modules, projections, frozen earlier adapters) are active when
+the cost is measured; ``--stage 4`` / ``--stage 15`` show how the cost grows with the number of tasks
+(the three fixture tasks are repeated under new names when N exceeds them).
 
 Time: all methods live in one process; after ``--warmup`` steps each, steps are measured alternately
 (A, B, C, A, B, C, …) so that load changes on a shared machine hit every method alike; the median and the
@@ -19,6 +21,7 @@ Usage::
 
     python benchmarks/step_cost.py --methods seq_lora,deal,deal_code --model smollm2-135m --steps 5
     python benchmarks/step_cost.py --model tiny-llama --steps 2          # quick check
+    python benchmarks/step_cost.py --methods seq_lora,inc_lora,gorp --stage 15 --pre-steps 1 --memory off
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import dataclasses
 import json
 import os
 import statistics
@@ -42,6 +46,7 @@ import torch
 from clift.config import DataConfig, ModelConfig, TrainConfig, apply_overrides
 from clift.data.benchmarks import load_stream
 from clift.data.collate import IGNORE_INDEX, PromptEncoder, TrainCollator
+from clift.data.task import Stream
 from clift.methods import ContinualMethod, MethodContext, Stage, build_method, build_method_config
 from clift.models import load_model
 
@@ -69,7 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seq-len", type=int, default=128, help="tokens per example (causal) / source (seq2seq)")
     p.add_argument("--steps", type=int, default=5, help="measured steps per method")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured stage-1 steps per method")
-    p.add_argument("--pre-steps", type=int, default=2, help="stage-0 steps before entering stage 1")
+    p.add_argument("--pre-steps", type=int, default=2, help="steps of each finished task before the timed one")
+    p.add_argument("--stage", type=int, default=2, help="time task N (1-based): N - 1 finished tasks before it")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -86,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.method_list = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not args.method_list:
         p.error("--methods is empty; give registered method names, e.g. seq_lora,deal")
-    for key in ("batch_size", "seq_len", "steps"):
+    for key in ("batch_size", "seq_len", "steps", "stage"):
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
     return args
@@ -131,7 +137,7 @@ def build(name: str, args: argparse.Namespace, device: torch.device, workdir: Pa
     cfg = build_method_config({"name": name, **method_options(args, name)})
     method = build_method(cfg)
     train = TrainConfig(lr=args.lr, batch_size=args.batch_size)
-    stream = load_stream(DataConfig(benchmark="fixture"), args.seed)
+    stream = stream_of(args.stage, args.seed)
     encoder = PromptEncoder(loaded.tokenizer, loaded.kind, args.seq_len, 16)
     ctx = MethodContext(
         kind=loaded.kind,
@@ -148,14 +154,25 @@ def build(name: str, args: argparse.Namespace, device: torch.device, workdir: Pa
     method.setup(ctx)
     model = method.attach(model).to(device)
     stages = method.stages(stream)
-    if len(stages) < 2:
-        raise SystemExit(f"method {name!r} has {len(stages)} stage(s); step_cost measures stage 1 and needs 2.")
+    if len(stages) < args.stage:
+        raise SystemExit(f"method {name!r} has {len(stages)} stage(s); --stage {args.stage} needs that many.")
     batch = make_batch(loaded.tokenizer, loaded.kind, args, device)
-    h = _enter(name, method, model, stages[0])
-    for _ in range(args.pre_steps):
-        step(h, batch)
-    model = method.after_task(h.model, stages[0])
-    return _enter(name, method, model, stages[1])
+    for done in stages[: args.stage - 1]:
+        h = _enter(name, method, model, done)
+        for _ in range(args.pre_steps):
+            step(h, batch)
+        model = method.after_task(h.model, done)
+    return _enter(name, method, model, stages[args.stage - 1])
+
+
+def stream_of(n_tasks: int, seed: int) -> Stream:
+    """The fixture stream, its tasks repeated under new names up to ``n_tasks`` (the data is irrelevant here)."""
+    stream = load_stream(DataConfig(benchmark="fixture"), seed)
+    tasks = list(stream.tasks)
+    while len(tasks) < n_tasks:
+        src = stream.tasks[len(tasks) % len(stream.tasks)]
+        tasks.append(dataclasses.replace(src, name=f"{src.name}{len(tasks)}"))
+    return Stream(stream.name, tasks)
 
 
 def _enter(name: str, method: ContinualMethod, model: torch.nn.Module, stage: Stage) -> Harness:
@@ -320,7 +337,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         memory = {m: measure_memory(args, argv, m) for m in args.method_list}
     table, rows = report(times, memory)
     print(
-        f"model={args.model} device={device.type} batch={args.batch_size}x{args.seq_len} "
+        f"model={args.model} device={device.type} batch={args.batch_size}x{args.seq_len} stage={args.stage} "
         f"steps={args.steps} (alternating, median) warmup={args.warmup} threads={torch.get_num_threads()}"
     )
     print(table)

@@ -15,7 +15,7 @@ import torch
 
 import clift
 from clift.checkpoint import join_state, set_rng_state, split_state
-from clift.config import RunConfig
+from clift.config import RunConfig, upgrade_config
 from clift.errors import ResumeError
 from clift.methods import METHODS, build_method
 
@@ -123,7 +123,10 @@ OLD_RUN = Path(__file__).parent / "fixtures" / "old_run_mid_stage"
 def test_a_run_made_by_the_previous_version_resumes(tmp_path):
     """``fixtures/old_run_mid_stage`` was written by clift before the lifecycle / RunRecord restructuring
     (inc_lora on the fixture benchmark, SIGKILLed after step 5 of stage 2, last checkpoint at step 4).
-    Resuming it with this version finishes it, keeping the rows the old version computed.
+    Resuming it with this version, with its config read through the current schema (fields added since
+    take the value that keeps what the run did: ``frozen_adapters: separate``), finishes it, keeping the
+    rows the old version computed. Its config file as written now means the new default (fused frozen
+    adapters), which the run did not use: that is refused, naming the field.
 
     A run made from scratch by this version is not expected to match it: structure hooks now run on their
     own random stream (paired runs), so a new adapter is initialised from different numbers than the old
@@ -131,10 +134,14 @@ def test_a_run_made_by_the_previous_version_resumes(tmp_path):
     """
     import yaml
 
-    stored = yaml.safe_load((OLD_RUN / "config.yaml").read_text())
+    written = yaml.safe_load((OLD_RUN / "config.yaml").read_text())
+    stored = upgrade_config(written)
+    assert stored["method"]["frozen_adapters"] == "separate"
     kept = json.loads((OLD_RUN / "checkpoint" / "state.json").read_text())["results"]
     run_dir = tmp_path / "old"
     shutil.copytree(OLD_RUN, run_dir)
+    with pytest.raises(ResumeError, match=r"method\.frozen_adapters: 'separate' → 'fused'"):
+        clift.run({**written, "output_dir": str(run_dir)})
     resumed = clift.run({**stored, "output_dir": str(run_dir)})
     out = resumed.results
     assert out["resumes"] == [{"stage": 1, "step": 4}]

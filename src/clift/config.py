@@ -451,9 +451,20 @@ def upgrade_config(stored: Mapping[str, Any]) -> dict[str, Any]:
     leaves them at their defaults and can be resumed or reused (a new field's default must keep the
     earlier behaviour). A stored config the current schema rejects comes back unchanged, so a diff
     against it names what differs.
+
+    A method config may list ``STORED_DEFAULTS``: the value a field takes when a stored config predates
+    it, where that differs from the field's default for new configs (a default changed on purpose; the
+    old run keeps meaning what it meant).
     """
+    from clift.methods.base import METHODS
+
+    raw = copy.deepcopy(dict(stored))
+    method = raw.get("method")
+    if isinstance(method, dict) and method.get("name") in METHODS:
+        for key, value in getattr(METHODS.get(method["name"]).config_cls, "STORED_DEFAULTS", {}).items():
+            method.setdefault(key, value)
     try:
-        return RunConfig.from_dict(stored).to_dict()
+        return RunConfig.from_dict(raw).to_dict()
     except ConfigError:
         return copy.deepcopy(dict(stored))
 

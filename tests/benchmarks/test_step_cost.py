@@ -45,3 +45,10 @@ def test_memory_worker_in_a_fresh_process(step_cost):
     argv = [*FAST, "--methods", "deal", "--steps", "1"]
     mem = step_cost.measure_memory(step_cost.parse_args(argv), argv, "deal")
     assert mem["peak_mb"] >= mem["base_mb"] > 0 and mem["increment_mb"] >= 0
+
+
+def test_stage_n_trains_n_minus_one_tasks_first(step_cost, tmp_path):
+    args = step_cost.parse_args([*FAST, "--methods", "inc_lora", "--stage", "5", "--pre-steps", "0"])
+    h = step_cost.build("inc_lora", args, torch.device("cpu"), tmp_path)
+    assert h.stage.index == 4 and len(h.method.adapters) == 5  # fixture tasks repeated under new names
+    assert len(h.method.fused.layers) > 0 and all(len(f.frozen) == 4 for f in h.method.fused.layers)

@@ -381,3 +381,75 @@ def test_the_shipped_gorp_configs_exist():
     papers = {p.name for p in REPO.glob("configs/papers/gorp-*.yaml")}
     assert papers == {"gorp-t5-standard.yaml", "gorp-t5-long.yaml", "gorp-llama-standard.yaml"}
     assert (REPO / "configs" / "ablations" / "gorp-released-bugs.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    ("method", "eps"), [({}, 1e-6), ({"adam_eps": None, "protect": "update"}, 1e-8), ({"adam_eps": 1e-7}, 1e-7)]
+)
+def test_optimizer_eps_is_gorps_own_and_protect_reaches_the_projected_groups(tmp_path, monkeypatch, method, eps):
+    seen: list[dict] = []
+    original = GORP.make_optimizer
+
+    def recording(self, groups):
+        opt = original(self, groups)
+        seen.append({g["name"]: (g["eps"], g.get("protect", "moments")) for g in opt.param_groups})
+        return opt
+
+    monkeypatch.setattr(GORP, "make_optimizer", recording)
+    _run(tmp_path, tasks=1, **method)  # train.adam_eps is 1e-8
+    protect = method.get("protect", "moments")
+    assert seen == [{"lora_B": (eps, "moments"), "lora_A": (eps, protect), "full_rank": (eps, protect)}]
+
+
+def test_protect_update_moves_full_rank_weights_off_the_earlier_tasks_bases(tmp_path, monkeypatch):
+    moves: list[tuple[dict, dict]] = []
+    original_before, original_after = GORP.before_task, GORP.after_task
+
+    def before(self, model, stage):
+        model = original_before(self, model, stage)
+        moves.append(({k: p.detach().clone() for k, p in self.full.params.items()}, dict(self.bases)))
+        return model
+
+    def after(self, model, stage):
+        start, bases = moves[-1]
+        moves[-1] = ({k: p.detach() - start[k] for k, p in self.full.params.items()}, bases)
+        return original_after(self, model, stage)
+
+    monkeypatch.setattr(GORP, "before_task", before)
+    monkeypatch.setattr(GORP, "after_task", after)
+    _run(tmp_path, tasks=2, protect="update")
+    deltas, bases = moves[1]
+    checked = 0
+    for name, delta in deltas.items():
+        s = bases.get(("full_rank", name.removesuffix(".weight")))
+        if s is not None and s.shape[1] and delta.norm() > 0:
+            assert (s.T @ delta).norm() <= 1e-4 * delta.norm(), name
+            checked += 1
+    assert checked
+
+
+def test_projected_weight_gradient_option_trains_the_same_weights(tmp_path):
+    # clipping is off (max_grad_norm large), so the only difference is the rounding of G V_k
+    finals = {}
+    for mode in ("full", "projected"):
+        cfg = tiny_config(
+            tmp_path / mode,
+            method={"name": "gorp", "galore_grad": mode, "update_proj_gap": 2, "dropout": 0.0, "full_rank_lr": 1e-3},
+            train={"max_steps": 4, "max_grad_norm": 1e6},
+            eval={"zero_shot": False},
+        )
+        seen = {}
+        original = GORP.after_task
+
+        def record(self, model, stage, seen=seen, original=original):
+            seen.update({k: p.detach().clone() for k, p in self.full.params.items()})
+            assert self._projected_grad is None or self._projected_grad.modules
+            return original(self, model, stage)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(GORP, "after_task", record)
+            clift.run(cfg, stream=fixture_stream(test=4, names=TASKS[:1]))
+        finals[mode] = seen
+    assert finals["full"] and finals["full"].keys() == finals["projected"].keys()
+    for k, w in finals["full"].items():
+        assert torch.allclose(w, finals["projected"][k], atol=1e-6, rtol=0), k

@@ -42,3 +42,11 @@ def test_the_run_config_defaults_build_the_same_optimizer_as_before():
     opt = make_adamw([{"params": [p]}], t)
     before = torch.optim.AdamW([p], lr=t.lr, betas=tuple(t.adam_betas), eps=t.adam_eps, weight_decay=t.weight_decay)
     assert opt.defaults == before.defaults
+
+
+def test_a_methods_own_eps_replaces_train_eps_and_none_keeps_it():
+    w = torch.nn.Parameter(torch.randn(6, 4))
+    own = make_adamw([{"params": [w], "protect": "update"}], Settings(), eps=1e-6, shared_bases={})
+    assert own.param_groups[0]["eps"] == 1e-6 and own.param_groups[0]["protect"] == "update"
+    assert own.param_groups[0]["lr"] == 3e-4  # only eps is replaced
+    assert make_adamw([{"params": [w]}], Settings(), eps=None).param_groups[0]["eps"] == 1e-7

@@ -159,3 +159,45 @@ def test_extend_basis_validates_input():
         extend_basis(None, torch.randn(4, 4), 1.5)
     with pytest.raises(ValueError, match="basis has 3 rows"):
         extend_basis(torch.zeros(3, 1), torch.randn(4, 4))
+
+
+def _moment(kind: str, basis: torch.Tensor, cols: int, g: torch.Generator) -> torch.Tensor:
+    """A float32 first moment inside S's span, 1e-4 off it, or random."""
+    rows = basis.shape[0]
+    noise = torch.randn(rows, cols, generator=g)
+    if kind == "random" or basis.shape[1] == 0:
+        return noise
+    inside = basis @ torch.randn(basis.shape[1], cols, generator=g)
+    return inside if kind == "in_span" else inside + 1e-4 * noise
+
+
+@pytest.mark.parametrize("threshold", [0.9, 1.0])
+@pytest.mark.parametrize("kind", ["in_span", "near_span", "random"])
+def test_bases_stay_orthonormal_over_sixty_tasks(kind, threshold):
+    # float32, as the optimizer's moments: each task's moment is drawn relative to the basis so far
+    g = torch.Generator().manual_seed(3)
+    basis = extend_basis(None, torch.randn(48, 6, generator=g), threshold)
+    for _ in range(60):
+        basis = extend_basis(basis, _moment(kind, basis, 6, g), threshold)
+        gap = (basis.T @ basis - torch.eye(basis.shape[1])).abs().max()
+        assert gap <= 1e-5, (kind, threshold, basis.shape, float(gap))
+    if kind == "in_span":
+        assert basis.shape[1] <= 6  # nothing outside the first span was ever added
+
+
+def test_a_stored_empty_basis_grows_by_the_extension_rule():
+    # one direction holds 95 % of the energy: the strict first-task rule keeps none of it; at a later task
+    # a stored (p, 0) basis follows the extension rule, as the released trainer: the smallest count reaching ε
+    m, u = _with_spectrum([0.95**0.5, 0.05**0.5], 6, 4)
+    assert extend_basis(None, m, 0.9).shape[1] == 0
+    later = extend_basis(torch.zeros(6, 0, dtype=torch.float64), m, 0.9)
+    assert later.shape[1] == 1
+    assert torch.allclose((later.T @ u[:, :1]).abs(), torch.ones(1, 1, dtype=torch.float64), atol=1e-10)
+
+
+def test_randomized_refresh_keeps_the_previous_projectors_signs():
+    g, _ = _with_spectrum([5.0, 3.0, 2.0, 1e-3], 20, 9, seed=4)
+    previous, _ = compute_projection(g, 3, "left", "randomized", seed=0)
+    for seed in range(1, 6):
+        left, _ = compute_projection(g, 3, "left", "randomized", seed=seed, previous=(previous, None))
+        assert (left * previous).sum(0).min() > 0.99  # same columns, same signs

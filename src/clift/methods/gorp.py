@@ -35,10 +35,12 @@ from clift.full_rank import (
     match_modules,
     should_save_delta,
 )
+from clift.fused_lora import FrozenAdapterFields
 from clift.methods import legacy_state
 from clift.methods.base import MethodConfig, Stage, check_state
 from clift.methods.inc_lora import IncLoRA
 from clift.optim import ProjectedAdamW, extend_basis, make_adamw
+from clift.optim.projected_grad import ProjectedWeightGrad
 
 log = logging.getLogger("clift")
 
@@ -48,8 +50,9 @@ LORA_A, FULL_RANK = "lora_A", "full_rank"
 
 
 @dataclass
-class GORPConfig(GaLoreFields, LoraFields, MethodConfig):
-    """GORP (fields of :class:`clift.adapters.LoraFields` and :class:`clift.full_rank.GaLoreFields`, plus):
+class GORPConfig(FrozenAdapterFields, GaLoreFields, LoraFields, MethodConfig):
+    """GORP (fields of :class:`clift.adapters.LoraFields`, :class:`clift.full_rank.GaLoreFields` and
+    :class:`clift.fused_lora.FrozenAdapterFields`, plus):
 
     Attributes:
         full_rank_modules: full-rank targets as module patterns (a qualified module name or a dotted
@@ -79,7 +82,24 @@ class GORPConfig(GaLoreFields, LoraFields, MethodConfig):
             weights, ΔW measured from the start of the task, added to the loss at every step. Default 0:
             the released code computes it but never applies it (gorp.md §1.7.3), so 0 is the released
             behaviour; the paper lists 0.05.
+        protect: what the shared space protects. ``moments`` (the released code): the gradients fed to
+            Adam are projected off S, so the moments are orthogonal to S, but Adam's element-wise
+            division by √V puts S's directions back into the applied update. ``update``: the normalised
+            update is projected off S again before it is applied, so the weights (full-rank W, or the
+            new LoRA's A) move orthogonally to S (‖SᵀΔ‖ ≤ 1e-4 ‖Δ‖). Default moments.
+        adam_eps: eps of gorp's AdamW (on the uncorrected √V). Default 1e-6, the released code's value.
+            null uses ``train.adam_eps`` (what gorp did before this field existed: a run stored without
+            it reads as null).
+        galore_grad: how the full-rank weights' gradient is computed between two projector refreshes:
+            ``full`` (default: autograd's dYᵀX, then projected by the optimizer, as GaLore) or
+            ``projected`` (a clift option: a custom autograd function computes ``dYᵀ (X V_k)`` and
+            returns its rank-k back-projection, never the dYᵀX product; same update, but gradient
+            clipping then sees ‖G V_k‖ instead of ‖G‖ for these weights; see clift.optim.projected_grad).
     """
+
+    #: values of fields that earlier stored configs lack (clift.config.upgrade_config): a gorp run made
+    #: before ``adam_eps`` existed used train.adam_eps, and PEFT's per-adapter loop for frozen adapters
+    STORED_DEFAULTS: ClassVar[dict[str, Any]] = {"adam_eps": None, "frozen_adapters": "separate"}
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # gorp.md §1.5; the LoRA lr (1e-3 T5, 2e-4 LLaMA) is train.lr, set in configs/papers/gorp-*.yaml
@@ -109,6 +129,15 @@ class GORPConfig(GaLoreFields, LoraFields, MethodConfig):
     full_rank_reg: float = field(
         default=0.0, metadata={"help": "lambda of ||dW dW^T - I||_F on full-rank weights (paper 0.05; code: 0)"}
     )
+    protect: Literal["moments", "update"] = field(
+        default="moments", metadata={"help": "shared space protects: moments (release) | update (re-projected)"}
+    )
+    adam_eps: float | None = field(
+        default=1e-6, metadata={"help": "AdamW eps of gorp's optimizer (release: 1e-6; null: train.adam_eps)"}
+    )
+    galore_grad: Literal["full", "projected"] = field(
+        default="full", metadata={"help": "full-rank weight gradient between refreshes: full | projected (option)"}
+    )
 
     def problems(self) -> list[str]:
         p = self.lora_problems() + self.galore_problems()
@@ -119,6 +148,8 @@ class GORPConfig(GaLoreFields, LoraFields, MethodConfig):
                 f"energy_threshold must be in (0, 1], got {self.energy_threshold}; GORP uses 0.9 "
                 "(1 keeps every direction of the first moment)."
             )
+        if self.adam_eps is not None and not self.adam_eps > 0:
+            p.append(f"adam_eps must be > 0 or null (train.adam_eps), got {self.adam_eps}; the release uses 1e-6.")
         if not self.full_rank_reg >= 0:
             p.append(f"full_rank_reg must be >= 0, got {self.full_rank_reg}; the paper uses 0.05, 0 turns it off.")
         elif self.full_rank_reg > 0 and self.full_rank_modules == []:
@@ -178,6 +209,7 @@ class GORP(IncLoRA):
         self.delta_norm_end: list[float | None] = []
         self._tracked: dict[tuple[str, str], nn.Parameter] = {}
         self._optimizer: ProjectedAdamW | None = None
+        self._projected_grad: ProjectedWeightGrad | None = None
         #: the full-rank weights at the start of the running task (only with ``full_rank_reg`` > 0)
         self._task_start: dict[str, torch.Tensor] = {}
 
@@ -249,12 +281,11 @@ class GORP(IncLoRA):
         side = "left" if self.config.lora_projection == "rank" else "right"
         groups = [
             {"params": list(b.values()) + rest, "name": "lora_B"},
-            {"params": list(a.values()), "name": LORA_A, "shared_side": side},
+            {"params": list(a.values()), "name": LORA_A, "shared_side": side, "protect": self.config.protect},
         ]
         if full:
-            groups.append(
-                {"params": list(full.values()), "name": FULL_RANK, **self.config.galore_group(self.config.full_rank_lr)}
-            )
+            galore = self.config.galore_group(self.config.full_rank_lr)
+            groups.append({"params": list(full.values()), "name": FULL_RANK, "protect": self.config.protect, **galore})
         return [g for g in groups if g["params"]]
 
     def make_optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
@@ -262,7 +293,17 @@ class GORP(IncLoRA):
         bases = {}
         if self.config.reload_bases:
             bases = {p: self.bases[key] for key, p in self._tracked.items() if key in self.bases}
-        self._optimizer = make_adamw(groups, self.ctx.train, shared_bases=bases)
+        self._optimizer = make_adamw(
+            groups,
+            self.ctx.train,
+            eps=self.config.adam_eps,  # null: train.adam_eps (what runs stored before the field used)
+            shared_bases=bases,
+        )
+        if self._projected_grad is not None:
+            self._projected_grad.remove()
+            self._projected_grad = None
+        if self.config.galore_grad == "projected" and self.full is not None and len(self.full):
+            self._projected_grad = ProjectedWeightGrad(list(self.full.modules.values()), self._optimizer)
         return self._optimizer
 
     def after_task(self, model: nn.Module, stage: Stage) -> nn.Module:
@@ -296,8 +337,11 @@ class GORP(IncLoRA):
             ),
         )
         self._optimizer = None  # the runner is done with it; do not keep its state alive
+        if self._projected_grad is not None:
+            self._projected_grad.remove()
+            self._projected_grad = None
         self._task_start = {}  # the task is over; a checkpoint at the boundary needs no snapshot
-        return model
+        return super().after_task(model, stage)
 
     def save_task(self, model: nn.Module, stage: Stage, folder: Path) -> list[Path]:
         assert self.full is not None

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 from peft import LoraConfig, PeftModel
 from torch import nn
 
 from clift.adapters import LoraFields, adapter_name, adapter_parameters, add_lora, lora_config, save_adapter
+from clift.fused_lora import FrozenAdapterFields, FusedFrozenLoRA
 from clift.methods.base import ContinualMethod, MethodConfig, Stage
 
 
 @dataclass
-class IncLoRAConfig(LoraFields, MethodConfig):
-    """Incremental LoRA (fields: see :class:`clift.adapters.LoraFields`)."""
+class IncLoRAConfig(FrozenAdapterFields, LoraFields, MethodConfig):
+    """Incremental LoRA (fields: see :class:`clift.adapters.LoraFields` and
+    :class:`clift.fused_lora.FrozenAdapterFields`)."""
+
+    #: runs stored before ``frozen_adapters`` existed ran PEFT's per-adapter loop
+    STORED_DEFAULTS: ClassVar[dict[str, Any]] = {"frozen_adapters": "separate"}
 
     def problems(self) -> list[str]:
         return self.lora_problems()
@@ -34,6 +40,7 @@ class IncLoRA(ContinualMethod):
     def __init__(self, config: IncLoRAConfig) -> None:
         super().__init__(config)
         self.adapters: list[str] = []
+        self.fused = FusedFrozenLoRA()
 
     def new_adapter_config(self, model: nn.Module) -> LoraConfig:
         """The PEFT config of each new task adapter (subclasses add options, e.g. excluded modules)."""
@@ -54,6 +61,23 @@ class IncLoRA(ContinualMethod):
         for old in self.adapters[:-1]:
             for p in adapter_parameters(model, old).values():
                 p.requires_grad_(False)
+        if getattr(self.config, "frozen_adapters", "separate") == "fused":
+            # one frozen LoRA per layer reading the new adapter's dropout output (gorp.md §1.1)
+            self.fused.install(model, self.adapters[:-1], self.current)
+
+    def after_task(self, model: nn.Module, stage: Stage) -> nn.Module:
+        """The task is over: give the frozen adapters back to PEFT's own loop. The model evaluated, saved and
+        exported after a task is then the plain PEFT model that a replay (resume, export) rebuilds, to the
+        bit (the fused sum rounds differently); the next ``before_task`` fuses them again for training."""
+        self.fused.remove()
+        return model
+
+    def restore_task(self, model: nn.Module, stage: Stage) -> nn.Module:
+        """On a replay (resume, export), leave the frozen adapters in PEFT's own loop: a rebuilt final model
+        is then a plain PEFT model (``merge_and_unload`` merges the adapters PEFT runs); the next
+        ``before_task`` fuses them again."""
+        self.fused.remove()
+        return model
 
     @property
     def current(self) -> str:

@@ -214,12 +214,12 @@ class OLoRA(IncLoRA):
     def after_task(self, model: nn.Module, stage: Stage) -> nn.Module:
         self.terms.finish()
         self._layers, self._pairs, self._new_params = [], None, []
-        return model
+        return super().after_task(model, stage)
 
     def restore_task(self, model: nn.Module, stage: Stage) -> nn.Module:
         self.terms.discard()
         self._layers, self._pairs, self._new_params = [], None, []
-        return model
+        return super().restore_task(model, stage)
 
     def stats(self) -> dict[str, Any]:
         cfg = self.config

@@ -11,7 +11,14 @@ A group is plain AdamW unless it carries projection keys (GaLore's interface):
   moments: ``R ← R − S (Sᵀ R)``. The group key ``shared_side`` (``auto`` | ``left`` | ``right``, default
   ``auto``) says which axis S lives on; ``auto`` is ``right`` (the input axis) for a GaLore parameter
   projected on the left, where the rows are GaLore coordinates that change at every refresh, and
-  ``left`` otherwise.
+  ``left`` otherwise. The group key ``protect`` (``moments`` | ``update``, default ``moments``) says
+  what S protects: ``moments`` (the released GORP) projects only the gradient fed to Adam, so the
+  moments are orthogonal to S but the update ``M / (√V + eps)`` is not (the element-wise division puts
+  S's directions back); ``update`` also removes S's span from that normalised update before it is
+  applied, so ``Sᵀ ΔW = 0`` to rounding.
+* a parameter whose basis is **full** (as many columns as rows) is frozen: it is skipped exactly (no
+  moment update, no weight decay), instead of letting Adam amplify the rounding residual of
+  ``G − S Sᵀ G``.
 
 Per step and parameter, with G the (already clipped) gradient, t the parameter's step count and η the
 group lr (the HF / GaLore AdamW form that GORP's code uses)::
@@ -21,8 +28,15 @@ group lr (the HF / GaLore AdamW form that GORP's code uses)::
     R ← R − S (Sᵀ R)                                                  # if a basis is set
     M ← β1 M + (1 − β1) R ;  V ← β2 V + (1 − β2) R²                   # moments in R's shape
     N = M / (√V + eps)                                                # eps on the uncorrected √V
-    U = α · project_back(N, P) if rank else N
-    p ← p · (1 − η λ) − η · √(1 − β2^t) / (1 − β1^t) · U               # t counted after the update
+    N ← N − S (Sᵀ N)                                                  # only with protect=update
+    U = α · project_back(N, P) if rank else N                         # one addmm_ into p
+    p ← p − η · √(1 − β2^t) / (1 − β1^t) · U                          # t counted after the update
+    p ← p − η λ p                                                     # decoupled decay, after the update
+
+Weight decay comes after the update, as in the HF / GaLore AdamW that GORP's release uses (torch's
+AdamW decays first; the two differ by O(η² λ) per step). With ``svd=randomized`` each refreshed
+projector column takes the sign of the previous projector's column
+(:func:`clift.optim.projector.align_signs`), so the unrotated moments do not flip sign at a refresh.
 
 The moments are not rotated when the projection is refreshed (as GaLore), and ``exp_avg`` after the last
 step is the first moment GORP builds its bases from (:meth:`ProjectedAdamW.first_moment`). The state
@@ -45,7 +59,6 @@ from clift.optim.projector import (
     compute_projection,
     low_rank_shape,
     project,
-    project_back,
     projection_side,
     remove_shared,
 )
@@ -53,6 +66,8 @@ from clift.optim.projector import (
 #: group keys that only make sense together with ``rank``, with their defaults
 GALORE_DEFAULTS: dict[str, Any] = {"update_proj_gap": 200, "scale": 1.0, "proj_type": "std", "svd": "exact"}
 SHARED_SIDE_CHOICES: tuple[str, ...] = ("auto", "left", "right")
+#: what a shared basis protects: Adam's moments (the released GORP) or also the applied update
+PROTECT_CHOICES: tuple[str, ...] = ("moments", "update")
 
 
 def _check_common(group: Mapping[str, Any]) -> None:
@@ -72,6 +87,8 @@ def _check_common(group: Mapping[str, Any]) -> None:
         raise ValueError(
             f"Invalid shared_side: {group['shared_side']!r} - should be one of {', '.join(SHARED_SIDE_CHOICES)}"
         )
+    if group.get("protect", "moments") not in PROTECT_CHOICES:
+        raise ValueError(f"Invalid protect: {group['protect']!r} - should be one of {', '.join(PROTECT_CHOICES)}")
 
 
 def _check_galore(group: Mapping[str, Any]) -> None:
@@ -99,7 +116,8 @@ class ProjectedAdamW(torch.optim.Optimizer):
 
     Args:
         params: parameters or parameter groups. Groups may add ``rank``, ``update_proj_gap``,
-            ``scale``, ``proj_type``, ``svd`` (GaLore) and ``shared_side`` (see the module docstring).
+            ``scale``, ``proj_type``, ``svd`` (GaLore), ``shared_side`` and ``protect`` (see the module
+            docstring).
         lr: default learning rate. Default 1e-3.
         betas: (β1, β2). Default (0.9, 0.999).
         eps: added to √V (not bias-corrected). Default 1e-6 (GORP's setting).
@@ -137,6 +155,7 @@ class ProjectedAdamW(torch.optim.Optimizer):
             "eps": eps,
             "weight_decay": weight_decay,
             "shared_side": "auto",
+            "protect": "moments",
         }
         _check_common(defaults)
         super().__init__(params, defaults)
@@ -228,6 +247,59 @@ class ProjectedAdamW(torch.optim.Optimizer):
         return self.state[param].get("exp_avg") if param in self.state else None
 
     # ---- the step --------------------------------------------------------------------------------
+    def _frozen(self, p: Tensor, group: Mapping[str, Any]) -> bool:
+        # a basis with as many columns as rows spans the whole space: the update is zero by definition,
+        # but the rounding residual of G − S Sᵀ G (~1e-8) would be blown up by Adam's 1/√V to a full step
+        basis = self.state[p].get("shared_basis") if p in self.state else None
+        return basis is not None and basis.shape[1] > 0 and basis.shape[1] >= self.basis_rows(p)
+
+    def _low_rank_grad(self, p: Tensor, group: Mapping[str, Any], state: dict[str, Any]) -> Tensor:
+        """The gradient Adam sees: GaLore-projected (refreshing the projection every T steps), then off S."""
+        grad = p.grad
+        if "rank" in group:
+            if state["step"] % group["update_proj_gap"] == 0 or not ("proj_left" in state or "proj_right" in state):
+                left, right = compute_projection(
+                    grad,
+                    group["rank"],
+                    group["proj_type"],
+                    group["svd"],
+                    seed=state["step"],
+                    previous=(state.get("proj_left"), state.get("proj_right")),
+                )
+                for key, mat in (("proj_left", left), ("proj_right", right)):
+                    if mat is None:
+                        state.pop(key, None)
+                    else:
+                        state[key] = mat
+            grad = project(grad, state.get("proj_left"), state.get("proj_right"))
+        basis = state.get("shared_basis")
+        if basis is not None and basis.shape[1] > 0:
+            grad = remove_shared(grad, basis, self.resolved_shared_side(p, group))
+        return grad
+
+    def _apply(self, p: Tensor, group: Mapping[str, Any], state: dict[str, Any], update: Tensor) -> None:
+        """``p ← p − step_size · α · project_back(update)``, then decoupled weight decay (the release's order).
+
+        The projection back, the scale and the add are one ``addmm_`` (no m × n temporary).
+        """
+        beta1, beta2 = group["betas"]
+        t = state["step"]
+        step_size = group["lr"] * math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
+        if "rank" in group:
+            left, right = state.get("proj_left"), state.get("proj_right")
+            alpha = -step_size * group["scale"]
+            if left is not None and right is not None:
+                p.addmm_(left @ update, right.T, alpha=alpha)
+            elif right is not None:
+                p.addmm_(update, right.T, alpha=alpha)  # (m, k) @ (k, n)
+            else:
+                p.addmm_(left, update, alpha=alpha)  # (m, k) @ (k, n)
+        else:
+            p.add_(update, alpha=-step_size)
+        if group["weight_decay"] != 0.0:
+            # after the update, as HF's / GaLore's AdamW in GORP's release (torch's AdamW decays before)
+            p.add_(p, alpha=-group["lr"] * group["weight_decay"])
+
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
         """One optimizer step (see the module docstring). Returns the closure's loss, if given."""
@@ -237,12 +309,10 @@ class ProjectedAdamW(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
-            galore = "rank" in group
             for p in group["params"]:
-                if p.grad is None:
+                if p.grad is None or self._frozen(p, group):
                     continue
-                grad = p.grad
-                if grad.is_sparse:
+                if p.grad.is_sparse:
                     raise RuntimeError("ProjectedAdamW does not support sparse gradients")
                 state = self.state[p]
                 if "step" not in state:
@@ -250,34 +320,15 @@ class ProjectedAdamW(torch.optim.Optimizer):
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros(shape, dtype=p.dtype, device=p.device)
                     state["exp_avg_sq"] = torch.zeros(shape, dtype=p.dtype, device=p.device)
-                left = right = None
-                if galore:
-                    if state["step"] % group["update_proj_gap"] == 0 or not (
-                        "proj_left" in state or "proj_right" in state
-                    ):
-                        left, right = compute_projection(
-                            grad, group["rank"], group["proj_type"], group["svd"], seed=state["step"]
-                        )
-                        for key, mat in (("proj_left", left), ("proj_right", right)):
-                            if mat is None:
-                                state.pop(key, None)
-                            else:
-                                state[key] = mat
-                    left, right = state.get("proj_left"), state.get("proj_right")
-                    grad = project(grad, left, right)
-                basis = state.get("shared_basis")
-                if basis is not None and basis.shape[1] > 0:
-                    grad = remove_shared(grad, basis, self.resolved_shared_side(p, group))
+                grad = self._low_rank_grad(p, group, state)
                 state["step"] += 1
-                t = state["step"]
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
                 exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
                 exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
                 update = exp_avg / exp_avg_sq.sqrt().add_(group["eps"])
-                if galore:
-                    update = project_back(update, left, right, group["scale"])
-                step_size = group["lr"] * math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
-                if group["weight_decay"] != 0.0:
-                    p.mul_(1.0 - group["lr"] * group["weight_decay"])
-                p.add_(update, alpha=-step_size)
+                basis = state.get("shared_basis")
+                if group.get("protect", "moments") == "update" and basis is not None and basis.shape[1] > 0:
+                    # Adam's element-wise 1/√V puts S's directions back into the update; remove them again
+                    update = remove_shared(update, basis, self.resolved_shared_side(p, group))
+                self._apply(p, group, state, update)
         return loss

@@ -39,6 +39,7 @@ def make_adamw(
     train: AdamSettings,
     *,
     projected: bool = False,
+    eps: float | None = None,
     shared_bases: Mapping[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.optim.Optimizer:
     """An AdamW over ``groups`` with the hyper-parameters of ``train``.
@@ -48,11 +49,15 @@ def make_adamw(
         train: the run's train settings.
         projected: build a :class:`ProjectedAdamW`, which reads GaLore keys (``rank``, ``proj_type``, …) and
             ``shared_side`` from the groups; otherwise torch's ``AdamW``.
+        eps: the method's own Adam eps (GORP's ``adam_eps``); None uses ``train.adam_eps``.
         shared_bases: ``{parameter: orthonormal basis}`` of GORP's shared space (implies ``projected``).
 
     Returns:
         The optimizer.
     """
+    kwargs = adam_kwargs(train)
+    if eps is not None:
+        kwargs["eps"] = eps
     if projected or shared_bases is not None:
-        return ProjectedAdamW(groups, **adam_kwargs(train), shared_bases=shared_bases)
-    return torch.optim.AdamW(groups, **adam_kwargs(train))
+        return ProjectedAdamW(groups, **kwargs, shared_bases=shared_bases)
+    return torch.optim.AdamW(groups, **kwargs)

@@ -125,8 +125,38 @@ def _randomized_left_vectors(a: Tensor, k: int, seed: int) -> Tensor:
     return basis @ u_small[:, :k]  # (p, k)
 
 
+def align_signs(new: Tensor, previous: Tensor | None) -> Tensor:
+    """Flip columns of ``new`` so that each points the same way as the previous projector's column.
+
+    A singular vector is defined up to its sign, and the randomized range finder's sign depends on its
+    seed (the step number). Adam's moments are kept in the projector's coordinates and are not rotated
+    at a refresh, so a flipped column would flip the sign of that part of the first moment. Column i of
+    ``new`` is negated where ``previous[:, i]ᵀ new[:, i] < 0``.
+
+    Args:
+        new: (p, k) orthonormal columns.
+        previous: (p, k') the projector before the refresh, or None (nothing to align with).
+
+    Returns:
+        (p, k) ``new`` with some columns negated.
+    """
+    if previous is None or previous.shape[0] != new.shape[0]:
+        return new
+    k = min(new.shape[1], previous.shape[1])
+    dots = (previous[:, :k].to(new.dtype) * new[:, :k]).sum(dim=0)  # (k,)
+    signs = torch.where(dots < 0, -1.0, 1.0).to(new.dtype)
+    if k == new.shape[1]:
+        return new * signs
+    return torch.cat([new[:, :k] * signs, new[:, k:]], dim=1)
+
+
 def compute_projection(
-    grad: Tensor, rank: int, proj_type: str, svd: str = "exact", seed: int = 0
+    grad: Tensor,
+    rank: int,
+    proj_type: str,
+    svd: str = "exact",
+    seed: int = 0,
+    previous: tuple[Tensor | None, Tensor | None] = (None, None),
 ) -> tuple[Tensor | None, Tensor | None]:
     """Orthonormal GaLore projection matrices from the singular vectors of ``grad``.
 
@@ -138,6 +168,9 @@ def compute_projection(
             with 8 extra columns and 2 power iterations: much faster on large matrices, and the same
             subspace up to the gradient's spectral gap at k).
         seed: seed of the randomized method's test matrix.
+        previous: the projection before this refresh, ``(left, right)``. The ``randomized`` method aligns
+            each new column's sign with it (:func:`align_signs`), so Adam's unrotated moments keep their
+            sign across refreshes; ``exact`` keeps LAPACK's signs (bit-identical to GaLore).
 
     Returns:
         ``(left, right)``: ``U_k`` (m, k) or None, ``V_k`` (n, k) or None, in ``grad``'s dtype.
@@ -160,9 +193,9 @@ def compute_projection(
             right = vh[:k].T
     elif svd == "randomized":
         if side in ("left", "full"):
-            left = _randomized_left_vectors(g, k, seed)
+            left = align_signs(_randomized_left_vectors(g, k, seed), previous[0])
         if side in ("right", "full"):
-            right = _randomized_left_vectors(g.T, k, seed)
+            right = align_signs(_randomized_left_vectors(g.T, k, seed), previous[1])
     else:
         raise ValueError(f"Invalid svd: {svd!r} - should be one of {', '.join(SVD_METHODS)}")
     cast = [None if t is None else t.to(grad.dtype).contiguous() for t in (left, right)]
@@ -253,6 +286,48 @@ def _count_first_task(energy: Tensor, threshold: float, rule: str) -> int:
     return min(below + 1, int((energy > 0).sum().item()))
 
 
+#: a direction of the residual M̂ = M − S Sᵀ M is appended only if its singular value exceeds this many
+#: machine epsilons times ‖M‖_F: below that it is rounding left over from S's span, whose singular vector
+#: is arbitrary and not orthogonal to S
+RESIDUAL_CUTOFF_EPS = 100.0
+
+
+def _orthonormalize_against(old: Tensor, new: Tensor) -> Tensor:
+    """Columns spanning ``new``'s directions orthogonal to ``old``, orthonormal, as (p, c) or fewer.
+
+    Two rounds of Gram-Schmidt against ``old`` ("twice is enough", Parlett) and a QR of the result keep
+    ``[old, out]`` orthonormal to rounding even when ``new`` is nearly inside ``old``'s span; a column that
+    has (numerically) nothing left outside the span is dropped.
+    """
+    if new.shape[1] == 0:
+        return new
+    kept = torch.ones(new.shape[1], dtype=new.dtype, device=new.device)  # (c,) share of each unit column left
+    for _ in range(2):
+        if old.shape[1]:
+            new = new - old @ (old.T @ new)
+        new, r = torch.linalg.qr(new)  # (p, c), (c, c)
+        signs = torch.where(r.diagonal() < 0, -1.0, 1.0).to(new.dtype)
+        new = new * signs  # QR's sign convention is arbitrary: keep each column pointing the way it did
+        kept = kept * r.diagonal().abs()
+    return new[:, kept > 0.5]
+
+
+def _extension_count(residual: Tensor, total: float, threshold: float) -> tuple[Tensor, int]:
+    """Left singular vectors of the residual and how many the GPM extension rule appends."""
+    u, sigma, _ = torch.linalg.svd(residual, full_matrices=False)
+    energy = sigma**2 / total
+    acc = (total - float((residual * residual).sum())) / total
+    cutoff = RESIDUAL_CUTOFF_EPS * torch.finfo(residual.dtype).eps * total**0.5
+    usable = int((sigma > cutoff).sum().item())
+    count = 0
+    for i in range(usable):
+        if acc >= threshold:
+            break
+        acc += float(energy[i])
+        count += 1
+    return u, count
+
+
 def extend_basis(
     basis: Tensor | None, moment: Tensor, threshold: float = 0.9, side: str = "left", first_task: str = "strict"
 ) -> Tensor:
@@ -262,20 +337,24 @@ def extend_basis(
     vectors); with ``side="right"`` it spans column-space directions (the rule applied to ``momentᵀ``).
     Writing M for the oriented (p, q) matrix and ``tot = ‖M‖_F²``:
 
-    * empty basis: ``M = U Σ Vᵀ``; keep ``c = #{i : Σ_{j≤i} σ_j²/tot < threshold}`` columns of U
-      (``first_task="strict"``, GPM's code: c can be 0), or that count + 1, the smallest c whose
-      cumulative energy reaches the threshold (``"inclusive"``, as the rule below);
-    * otherwise: ``M̂ = M − S Sᵀ M = Û Σ̂ V̂ᵀ``; start at ``acc = (tot − ‖M̂‖_F²)/tot`` (energy S already
-      covers) and append columns of Û while ``acc < threshold``, adding ``σ̂_i²/tot`` each time.
+    * no basis yet (``basis`` None: the first task): ``M = U Σ Vᵀ``; keep
+      ``c = #{i : Σ_{j≤i} σ_j²/tot < threshold}`` columns of U (``first_task="strict"``, GPM's code: c can
+      be 0), or that count + 1, the smallest c whose cumulative energy reaches the threshold
+      (``"inclusive"``, as the rule below);
+    * otherwise, including a stored basis with 0 columns (a later task, as the released trainer):
+      ``M̂ = M − S Sᵀ M = Û Σ̂ V̂ᵀ``; start at ``acc = (tot − ‖M̂‖_F²)/tot`` (energy S already covers) and
+      append columns of Û while ``acc < threshold``, adding ``σ̂_i²/tot`` each time. Only directions
+      with ``σ̂_i > 100 ε_mach ‖M‖_F`` count (the rest is rounding inside S's span), and the appended
+      columns are orthogonalised against S twice, so ``‖SᵀS − I‖`` stays at rounding level.
 
     The result is capped at p columns. A zero moment adds nothing.
 
     Args:
-        basis: (p, c) orthonormal columns, or None / (p, 0) for none yet.
+        basis: (p, c) orthonormal columns, or None before the first task.
         moment: the task's first moment (Adam's ``exp_avg``), (p, q) before orientation.
-        threshold: ε in (0, 1]. Default 0.9 (GPM, GORP).
+        threshold: ε in (0, 1]. Default 0.9 (GPM, GORP). 1 keeps every direction with energy.
         side: ``left`` or ``right``.
-        first_task: rule for an empty basis, ``strict`` (default) or ``inclusive``.
+        first_task: rule for ``basis=None``, ``strict`` (default) or ``inclusive``.
 
     Returns:
         (p, c') orthonormal columns, c ≤ c' ≤ p, in ``moment``'s dtype.
@@ -291,38 +370,24 @@ def extend_basis(
     if moment.ndim != 2:
         raise ValueError(f"extend_basis needs a 2-D moment, got shape {tuple(moment.shape)}.")
     if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"Invalid threshold: {threshold} - should be in (0, 1]")
+        raise ValueError(f"Invalid threshold: {threshold} - should be in (0, 1] (GPM and GORP use 0.9)")
     m = moment.detach().to(_work_dtype(moment))
     m = m if side == "left" else m.T  # (p, q)
     p = m.shape[0]
     if basis is not None and basis.shape[0] != p:
         raise ValueError(f"basis has {basis.shape[0]} rows, the oriented moment has {p} (side={side}).")
-    old = (
-        m.new_zeros((p, 0))
-        if basis is None or basis.shape[1] == 0
-        else basis.detach().to(device=m.device, dtype=m.dtype)
-    )
+    old = m.new_zeros((p, 0)) if basis is None else basis.detach().to(device=m.device, dtype=m.dtype)
     total = float((m * m).sum())
     if total == 0.0 or not math.isfinite(total) or old.shape[1] >= p:
         return old[:, :p].to(moment.dtype)
-    if old.shape[1] == 0:
+    if basis is None:
         u, sigma, _ = torch.linalg.svd(m, full_matrices=False)
-        count = _count_first_task(sigma**2 / total, threshold, first_task)
-        new = u[:, :count]
+        new = u[:, : _count_first_task(sigma**2 / total, threshold, first_task)]
     else:
-        residual = m - old @ (old.T @ m)
-        u, sigma, _ = torch.linalg.svd(residual, full_matrices=False)
-        energy = sigma**2 / total
-        acc = (total - float((residual * residual).sum())) / total
-        # directions with (numerically) zero energy are not in M̂'s range: their singular vectors are
-        # arbitrary and need not be orthogonal to S, so they are never appended
-        usable = int((sigma > sigma.max() * 1e-7).sum().item()) if sigma.numel() else 0
-        count = 0
-        for i in range(usable):
-            if acc >= threshold:
-                break
-            acc += float(energy[i])
-            count += 1
-        new = u[:, :count]
+        residual = m
+        for _ in range(2):  # twice: one pass leaves ~ε‖M‖ of S's span, which can dominate a tiny residual
+            residual = residual - old @ (old.T @ residual)
+        u, count = _extension_count(residual, total, threshold)
+        new = _orthonormalize_against(old, u[:, :count])
     grown = torch.cat([old, new], dim=1)
     return grown[:, :p].to(moment.dtype).contiguous()
