@@ -279,3 +279,34 @@ def test_resume_mid_task_three_equals_uninterrupted(tmp_path, monkeypatch, metho
     ref_params = dict(reference.model.named_parameters())
     for name, p in resumed.model.named_parameters():
         assert torch.equal(p, ref_params[name]), name
+
+
+def _hold_modules_at_identity(monkeypatch) -> None:
+    """Make DEAL's modules untrainable (so they stay the exact identity); the raw factors still train."""
+    from clift.methods.deal import DEAL
+
+    def groups(self, model):
+        if self.bank is not None:
+            for p in self.bank.parameters():
+                p.requires_grad_(False)
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+    monkeypatch.setattr(DEAL, "param_groups", groups)
+
+
+def _loss_curves(tmp_path: Path, method: str | dict) -> list[list[float]]:
+    sections = {"train": {"max_steps": 4, "lr": 5e-3}, "log": {"progress": False, "log_every": 1}}
+    res = clift.run(tiny_config(tmp_path, method=method, **sections), stream=fixture_stream())
+    return [t["loss_curve"] for t in res.results["training"]]
+
+
+def test_deal_at_identity_trains_exactly_like_seq_lora(tmp_path, monkeypatch):
+    # same batches and dropout masks (LoRA dropout 0.1): DEAL's module init draws from its own generator
+    reference = _loss_curves(tmp_path / "seq", "seq_lora")
+    moving = _loss_curves(tmp_path / "moving", "deal")
+    assert moving[0] == reference[0]  # task 1 is plain LoRA in both
+    assert moving[1][0] == reference[1][0]  # identity start: the first step of task 2 is the same too
+    assert moving[1][1:] != reference[1][1:]  # once the modules move, the losses differ
+    _hold_modules_at_identity(monkeypatch)
+    held = _loss_curves(tmp_path / "held", "deal")
+    assert held == reference  # bit for bit, every step of every task
