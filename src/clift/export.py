@@ -180,7 +180,12 @@ def export_run(
     else:
         if isinstance(model, PeftModel):
             if not getattr(method, "mergeable", True):
-                raise CliftError(f"method {name!r} has modules that cannot be merged into the weights.")
+                refusal = getattr(method, "merge_refusal", None)
+                raise CliftError(
+                    refusal(Path(run_dir))
+                    if refusal is not None
+                    else f"method {name!r} has modules that cannot be merged into the weights."
+                )
             model = model.merge_and_unload()
         model.save_pretrained(str(out), safe_serialization=True)
         tok.save_pretrained(str(out))

@@ -435,3 +435,46 @@ def test_checkpoints_of_the_flat_state_layout_still_load(tmp_path):
     again.method.load_state_dict(join_state(*split_state(state)))
     assert again.method.history == d.method.history
     assert torch.equal(again.method.generator.get_state(), d.method.generator.get_state())
+
+
+def test_retention_structure_exports_as_plain_lora_and_merged(tmp_path):
+    from clift.export import export_run
+
+    method = {"name": "deal", "structure": "retention", "module_lr": 0.05}
+    res = clift.run(tiny_config(tmp_path, method=method), stream=fixture_stream())
+    out = export_run(res.run_dir, tmp_path / "adapter")
+    loaded = PeftModel.from_pretrained(load_model(ModelConfig(name="tiny-llama")).model, str(out))
+    assert torch.allclose(logits(loaded), logits(res.model), atol=1e-5)
+    merged = export_run(res.run_dir, tmp_path / "merged", mode="merged")
+    plain = load_model(ModelConfig(name=str(merged))).model
+    assert torch.allclose(logits(plain), logits(res.model), atol=1e-5)
+
+
+def test_stats_report_how_far_every_module_parameter_moves_the_factors(tmp_path):
+    d = drive("deal", tmp_path, module_lr=0.05)
+    train(d, d.stages[0], 3)
+    d.model = d.method.after_task(d.model, d.stages[0])
+    train(d, d.stages[1], 5)
+    change = d.method._factor_change()
+    params = {"kernel_weight", "centre_shift", "w1", "b1", "w2", "b2"}
+    assert set(change) == {"A", "B"}
+    for kind in ("A", "B"):
+        assert params | {"start_norm", "total", "raw", "modules"} <= set(change[kind])
+        assert all(change[kind][p] > 0 for p in params), change[kind]
+    # b2 is added to every row of M: removing it changes factor g by exactly 1·b2_gᵀ, of size sqrt(n)·‖b2_g‖
+    bank = d.method.bank
+    hand = {"A": 0.0, "B": 0.0}
+    for g, grp in enumerate(bank.groups):
+        i = bank.group_members[g][0]
+        n = bank.weights[i].shape[1] if bank.rank_first[i] else bank.weights[i].shape[0]
+        hand["A" if bank.rank_first[i] else "B"] += n * float((grp.b2.detach() ** 2).sum())
+    for kind in ("A", "B"):
+        assert change[kind]["b2"] == pytest.approx(hand[kind] ** 0.5, rel=1e-4)
+    # "modules" is everything the modules add to the raw factors: ‖Y' − Y_raw‖ over all wrapped factors
+    with torch.no_grad():
+        added = sum(float((lin.weight - lin.parametrizations.weight.original).pow(2).sum()) for lin in d.method.factors)
+    assert (change["A"]["modules"] ** 2 + change["B"]["modules"] ** 2) == pytest.approx(added, rel=1e-4)
+    assert change["A"]["raw"] > 0  # the raw factors train under the paper structure
+    d.model = d.method.after_task(d.model, d.stages[1])
+    row = d.method.stats()["stages"][-1]
+    assert row["factor_change"]["B"]["b2"] == pytest.approx(change["B"]["b2"])

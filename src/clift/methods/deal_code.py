@@ -159,6 +159,8 @@ class DEALCode(ContinualMethod):
     config_cls = DEALCodeConfig
     summary = "DEAL (released code): Haar-gated lora_A + per-token MLP, B frozen after task 1"
     adapter = "default"
+    #: the per-token MLP acts on activations: no LoRA or merged weight holds it (``clift export`` refuses)
+    mergeable = False
 
     def __init__(self, config: DEALCodeConfig) -> None:
         super().__init__(config)
@@ -176,6 +178,18 @@ class DEALCode(ContinualMethod):
 
     def attach(self, model: nn.Module) -> nn.Module:
         return add_lora(model, lora_config(self.config, model), self.adapter)
+
+    def merge_refusal(self, run_dir: Path) -> str:
+        """Why ``clift export --merged`` cannot hold this method's final model, and what to use instead."""
+        return (
+            "deal_code cannot be merged: from task 2 on its adapter computes s·B·MLP(A'x), with a ReLU MLP "
+            "between lora_A and lora_B acting on every token's activations. A nonlinear map of activations is "
+            "not a weight matrix, so no merged weight (and no plain LoRA) reproduces the model; merging A'·B "
+            "alone would silently drop the MLP. Use the last task's folder under "
+            f"{str(run_dir / 'adapters')!r}: PeftModel.from_pretrained(base, folder), then "
+            "clift.methods.deal_code.restore_task_modules(model, folder) re-attaches the MLP. For a model that "
+            "merges, run `deal` (its modules materialise into plain LoRA weights after every task)."
+        )
 
     @property
     def hidden(self) -> int:
@@ -231,6 +245,9 @@ class DEALCode(ContinualMethod):
         if self.wrapped:
             with torch.no_grad():
                 dev = torch.cat([(m.theta - 1).abs().flatten() for m in self.wrapped.values()])
+                # θ is the only module that moves a factor (A); the MLP maps activations, not weights
+                moved = sum(float((m.filtered_weight() - m.weight).pow(2).sum()) for m in self.wrapped.values())
+                norm = sum(float(m.weight.pow(2).sum()) for m in self.wrapped.values())
             self.history.append(
                 {
                     "stage": stage.name,
@@ -241,6 +258,7 @@ class DEALCode(ContinualMethod):
                     "penalty_last": float(self._pen_last),
                     "theta_minus_1_mean_abs": float(dev.mean()),
                     "theta_minus_1_max_abs": float(dev.max()),
+                    "factor_change": {"A": {"norm": math.sqrt(norm), "theta": math.sqrt(moved)}},
                 }
             )
         return model
