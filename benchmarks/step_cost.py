@@ -2,9 +2,11 @@
 
 Every method is built through the registry and driven only through its hooks (``setup``, ``attach``,
 ``stages``, ``before_task``, ``param_groups``, ``make_optimizer``, ``loss``, ``after_backward``,
-``after_step``), as the runner does. Each method first trains stage 0 for ``--pre-steps`` steps and then
-enters stage 1, so methods that act from the second task on (DEAL's modules, projections) are active
-when the cost is measured.
+``after_step``), as the runner does. Each method first trains stages 0 … ``--stage`` − 1 for ``--pre-steps``
+steps each and then enters stage ``--stage`` (default 1, the second task), so methods that act from the
+second task on (DEAL's modules, projections) are active when the cost is measured; ``--stage 3`` measures
+the fourth task, where methods whose cost grows with the tasks seen (a LoRA per task) show it. A method
+may be listed twice under different labels, ``label=method``, with its own ``--set label.key=value``.
 
 Time: all methods live in one process; after ``--warmup`` steps each, steps are measured alternately
 (A, B, C, A, B, C, …) so that load changes on a shared machine hit every method alike; the median and the
@@ -19,6 +21,7 @@ Usage::
 
     python benchmarks/step_cost.py --methods seq_lora,deal,deal_code --model smollm2-135m --steps 5
     python benchmarks/step_cost.py --model tiny-llama --steps 2          # quick check
+    python benchmarks/step_cost.py --methods seq_lora,deal,deal_ret=deal --set deal_ret.structure=retention --stage 3
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,7 @@ import torch
 from clift.config import DataConfig, ModelConfig, TrainConfig, apply_overrides
 from clift.data.benchmarks import load_stream
 from clift.data.collate import IGNORE_INDEX, PromptEncoder, TrainCollator
+from clift.data.task import Stream
 from clift.methods import ContinualMethod, MethodContext, Stage, build_method, build_method_config
 from clift.models import load_model
 
@@ -50,7 +54,7 @@ BASELINE = "seq_lora"
 
 @dataclass
 class Harness:
-    """One method on its own copy of the model, positioned at the start of stage 1."""
+    """One method on its own copy of the model, positioned at the start of the measured stage."""
 
     name: str
     method: ContinualMethod
@@ -62,14 +66,19 @@ class Harness:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--methods", default="seq_lora,deal,deal_code", help="comma-separated registered methods")
+    p.add_argument(
+        "--methods",
+        default="seq_lora,deal,deal_code",
+        help="comma-separated registered methods, or label=method to list one method twice with other options",
+    )
     p.add_argument("--model", default="smollm2-135m", help="model alias, folder or hub id")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128, help="tokens per example (causal) / source (seq2seq)")
     p.add_argument("--steps", type=int, default=5, help="measured steps per method")
-    p.add_argument("--warmup", type=int, default=1, help="unmeasured stage-1 steps per method")
-    p.add_argument("--pre-steps", type=int, default=2, help="stage-0 steps before entering stage 1")
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured steps of the measured stage per method")
+    p.add_argument("--pre-steps", type=int, default=2, help="steps of each earlier stage before the measured one")
+    p.add_argument("--stage", type=int, default=1, help="the stage measured (0-based; 1 = the second task)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -77,23 +86,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="METHOD.KEY=VALUE",
-        help="method option, e.g. deal.train_factors=false (repeatable)",
+        help="method option by label, e.g. deal.train_factors=false (repeatable)",
     )
     p.add_argument("--memory", default="subprocess", choices=["subprocess", "off"])
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # memory worker mode: one method
     args = p.parse_args(argv)
-    args.method_list = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not args.method_list:
+    entries = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not entries:
         p.error("--methods is empty; give registered method names, e.g. seq_lora,deal")
-    for key in ("batch_size", "seq_len", "steps"):
+    # label -> registered method name ("deal_ret=deal" lists deal a second time under the label deal_ret)
+    args.method_names = dict(tuple(e.split("=", 1)) if "=" in e else (e, e) for e in entries)
+    args.method_list = list(args.method_names)
+    if len(args.method_list) != len(entries):
+        p.error(f"--methods lists a label twice ({args.methods}); give each entry its own label=method")
+    for key in ("batch_size", "seq_len", "steps", "stage"):
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
     return args
 
 
 def method_options(args: argparse.Namespace, name: str) -> dict[str, Any]:
-    """The ``--set`` options of method ``name`` as a config mapping."""
+    """The ``--set`` options of the method labelled ``name`` as a config mapping."""
     mine = [s.split(".", 1)[1] for s in args.set if s.split(".", 1)[0] == name and "." in s]
     return apply_overrides({}, mine)
 
@@ -124,14 +138,14 @@ def compute_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tupl
 
 
 def build(name: str, args: argparse.Namespace, device: torch.device, workdir: Path) -> Harness:
-    """Load the model, build method ``name`` through the registry, train stage 0, enter stage 1."""
+    """Load the model, build the method labelled ``name``, train the stages before ``--stage``, enter it."""
     torch.manual_seed(args.seed)
     loaded = load_model(ModelConfig(name=args.model, device="cpu" if device.type == "cpu" else "cuda"))
     model = loaded.model.to(device)
-    cfg = build_method_config({"name": name, **method_options(args, name)})
+    cfg = build_method_config({"name": args.method_names.get(name, name), **method_options(args, name)})
     method = build_method(cfg)
     train = TrainConfig(lr=args.lr, batch_size=args.batch_size)
-    stream = load_stream(DataConfig(benchmark="fixture"), args.seed)
+    stream = long_enough(load_stream(DataConfig(benchmark="fixture"), args.seed), args.stage + 1)
     encoder = PromptEncoder(loaded.tokenizer, loaded.kind, args.seq_len, 16)
     ctx = MethodContext(
         kind=loaded.kind,
@@ -148,14 +162,24 @@ def build(name: str, args: argparse.Namespace, device: torch.device, workdir: Pa
     method.setup(ctx)
     model = method.attach(model).to(device)
     stages = method.stages(stream)
-    if len(stages) < 2:
-        raise SystemExit(f"method {name!r} has {len(stages)} stage(s); step_cost measures stage 1 and needs 2.")
+    if len(stages) <= args.stage:
+        raise SystemExit(f"method {name!r} has {len(stages)} stage(s); measuring stage {args.stage} needs more.")
     batch = make_batch(loaded.tokenizer, loaded.kind, args, device)
-    h = _enter(name, method, model, stages[0])
-    for _ in range(args.pre_steps):
-        step(h, batch)
-    model = method.after_task(h.model, stages[0])
-    return _enter(name, method, model, stages[1])
+    for earlier in stages[: args.stage]:
+        h = _enter(name, method, model, earlier)
+        for _ in range(args.pre_steps):
+            step(h, batch)
+        model = method.after_task(h.model, earlier)
+    return _enter(name, method, model, stages[args.stage])
+
+
+def long_enough(stream: Stream, n: int) -> Stream:
+    """``stream`` with its tasks repeated (renamed ``<task>2``, …) until it has at least ``n`` tasks."""
+    tasks = list(stream.tasks)
+    while len(tasks) < n:
+        t = stream.tasks[len(tasks) % len(stream.tasks)]
+        tasks.append(replace(t, name=f"{t.name}{len(tasks) // len(stream.tasks) + 1}"))
+    return Stream(stream.name, tasks)
 
 
 def _enter(name: str, method: ContinualMethod, model: torch.nn.Module, stage: Stage) -> Harness:
@@ -220,7 +244,7 @@ def _release_freed_memory() -> None:
 
 
 def measure_memory_here(args: argparse.Namespace, name: str, device: torch.device) -> dict[str, float]:
-    """Peak memory of ``--steps`` stage-1 steps of ``name`` in this process (MiB)."""
+    """Peak memory of ``--steps`` steps of the measured stage of ``name`` in this process (MiB)."""
     with tempfile.TemporaryDirectory() as tmp:
         h = build(name, args, device, Path(tmp))
         ctx = h.method.ctx
@@ -321,7 +345,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     table, rows = report(times, memory)
     print(
         f"model={args.model} device={device.type} batch={args.batch_size}x{args.seq_len} "
-        f"steps={args.steps} (alternating, median) warmup={args.warmup} threads={torch.get_num_threads()}"
+        f"stage={args.stage} steps={args.steps} (alternating, median) warmup={args.warmup} "
+        f"threads={torch.get_num_threads()}"
     )
     print(table)
     print(f"({time.time() - t0:.0f} s)")

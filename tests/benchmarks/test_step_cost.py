@@ -45,3 +45,17 @@ def test_memory_worker_in_a_fresh_process(step_cost):
     argv = [*FAST, "--methods", "deal", "--steps", "1"]
     mem = step_cost.measure_memory(step_cost.parse_args(argv), argv, "deal")
     assert mem["peak_mb"] >= mem["base_mb"] > 0 and mem["increment_mb"] >= 0
+
+
+def test_a_later_stage_and_a_second_label_for_the_retention_structure(step_cost, tmp_path):
+    argv = [*FAST, "--methods", "deal,deal_ret=deal", "--set", "deal_ret.structure=retention", "--stage", "3"]
+    args = step_cost.parse_args(argv)
+    assert args.method_names == {"deal": "deal", "deal_ret": "deal"}
+    h = step_cost.build("deal_ret", args, torch.device("cpu"), tmp_path)
+    assert h.stage.index == 3 and h.method.config.structure == "retention"
+    assert h.method.adapters == ["default", "task1", "task2", "task3"]  # the fixture's 3 tasks, repeated
+    assert h.method.bank is not None and h.method.factors  # modules on the three earlier adapters
+    plain = step_cost.build("deal", args, torch.device("cpu"), tmp_path)
+    assert plain.method.config.structure == "paper"
+    with pytest.raises(SystemExit):
+        step_cost.parse_args([*FAST, "--methods", "deal,deal=deal_code"])
