@@ -478,3 +478,18 @@ def test_stats_report_how_far_every_module_parameter_moves_the_factors(tmp_path)
     d.model = d.method.after_task(d.model, d.stages[1])
     row = d.method.stats()["stages"][-1]
     assert row["factor_change"]["B"]["b2"] == pytest.approx(change["B"]["b2"])
+
+
+@pytest.mark.parametrize(
+    "method", [{"name": "deal"}, {"name": "deal", "structure": "retention"}, {"name": "deal_code"}]
+)
+def test_module_init_leaves_the_global_generator_alone(tmp_path, method):
+    runs = []
+    for k in range(2):
+        d = drive(method["name"], tmp_path / str(k), **{k: v for k, v in method.items() if k != "name"})
+        state = torch.get_rng_state()
+        d.model = d.method.before_task(d.model, d.stages[1])
+        assert torch.equal(torch.get_rng_state(), state)  # dropout masks stay those of seq_lora
+        runs.append({n: p.detach().clone() for n, p in d.model.named_parameters() if p.requires_grad})
+    assert runs[0].keys() == runs[1].keys()
+    assert all(torch.equal(v, runs[1][n]) for n, v in runs[0].items())  # drawn from the seeded own generator
