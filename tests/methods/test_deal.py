@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import copy
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -17,90 +15,15 @@ from torch.nn.utils import parametrize
 
 import clift
 from clift.adapters import adapter_parameters, lora_layers
-from clift.config import ModelConfig, RunConfig, TrainConfig, load_yaml
-from clift.data.collate import PromptEncoder, TrainCollator
+from clift.config import ModelConfig, RunConfig, load_yaml
 from clift.errors import ConfigError
-from clift.methods import ContinualMethod, MethodContext, Stage, build_method, build_method_config
+from clift.methods import build_method_config
 from clift.methods.deal import DealGroup
 from clift.models import load_model
 
-from ..conftest import fixture_stream, tiny_config
+from ..conftest import Driven, drive, factor_weights, fixture_stream, logits, tiny_config, train
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Driven:
-    method: ContinualMethod
-    model: nn.Module
-    stages: list[Stage]
-    batches: list[dict[str, torch.Tensor]]  # one fixed batch per stage
-
-
-def drive(name: str, tmp_path: Path, model: str = "tiny-llama", lr: float = 5e-3, **options: Any) -> Driven:
-    """Build method ``name`` on ``model`` as the runner does (setup, attach, stages) plus a batch per task."""
-    torch.manual_seed(0)
-    loaded = load_model(ModelConfig(name=model))
-    stream = fixture_stream()
-    method = build_method(build_method_config({"name": name, **options}))
-    collate = TrainCollator(PromptEncoder(loaded.tokenizer, loaded.kind, 64, 8))
-    method.setup(
-        MethodContext(
-            kind=loaded.kind,
-            model_type=loaded.model.config.model_type,
-            tokenizer=loaded.tokenizer,
-            stream=stream,
-            run_dir=tmp_path,
-            train=TrainConfig(lr=lr),
-            seed=0,
-            device=torch.device("cpu"),
-            collate=collate,
-        )
-    )
-    m = method.attach(loaded.model)
-    batches = [collate([(t, ex) for ex in t.train[:4]]) for t in stream]
-    return Driven(method, m, method.stages(stream), batches)
-
-
-def train(d: Driven, stage: Stage, steps: int) -> list[float]:
-    """``before_task`` then ``steps`` optimizer steps on the stage's batch; returns the task losses."""
-    d.model = d.method.before_task(d.model, stage)
-    d.model.train()
-    opt = d.method.make_optimizer(d.method.param_groups(d.model))
-    losses = []
-    for _ in range(steps):
-        out = d.model(**d.batches[stage.index])
-        extra = d.method.loss(d.model, d.batches[stage.index], out)
-        (out.loss if extra is None else out.loss + extra).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(out.loss.item())
-    return losses
-
-
-def factor_weights(model: nn.Module, adapter: str = "default") -> dict[str, torch.Tensor]:
-    """The current (possibly parametrized) A and B weights of every LoRA layer, detached."""
-    out = {}
-    with torch.no_grad():
-        for name, layer in lora_layers(model):
-            out[f"{name}.A"] = layer.lora_A[adapter].weight.detach().clone()
-            out[f"{name}.B"] = layer.lora_B[adapter].weight.detach().clone()
-    return out
-
-
-@torch.no_grad()
-def logits(model: nn.Module, seed: int = 1) -> torch.Tensor:
-    """Eval-mode outputs on a fixed random input (decoder input for seq2seq models)."""
-    was = model.training
-    model.eval()
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, 700, (2, 12), generator=g)
-    kw: dict[str, Any] = {"input_ids": ids}
-    if getattr(model.config, "is_encoder_decoder", False):
-        kw["decoder_input_ids"] = ids[:, :5]
-    out = model(**kw).logits
-    model.train(was)
-    return out
 
 
 def _perturb_modules(method) -> None:
@@ -270,7 +193,8 @@ def test_presets_and_paper_configs():
 def test_resume_mid_task_three_equals_uninterrupted(tmp_path, monkeypatch, method):
     # stage 1 completed with modules (replayed through before_task + restore_task), crash inside stage 2
     # with modules active: the resumed run must end exactly where the uninterrupted one does
-    from ..test_resume import _crash_at, _stable
+    from ..conftest import crash_at as _crash_at
+    from ..conftest import stable_results as _stable
 
     sections = {"train": {"max_steps": 4, "checkpoint_every": 2, "lr": 2e-3}}
     reference = clift.run(tiny_config(tmp_path / "ref", method=method, **sections), stream=fixture_stream())

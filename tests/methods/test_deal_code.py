@@ -17,8 +17,7 @@ from clift.methods.deal_code import MODULES_FILE, HaarGatedA, restore_task_modul
 from clift.models import load_model
 from clift.wavelets import haar_dwt2, haar_idwt2
 
-from ..conftest import fixture_stream, tiny_config
-from .test_deal import drive, factor_weights, logits, train
+from ..conftest import drive, factor_weights, fixture_stream, logits, tiny_config, train
 
 
 @pytest.mark.parametrize("shape", [(16, 1024), (8, 64), (5, 7), (1, 3), (3, 2, 6)])

@@ -45,7 +45,7 @@ from clift.adapters import (
     lora_layers,
     save_adapter,
 )
-from clift.methods.base import ContinualMethod, MethodConfig, MethodContext, Stage
+from clift.methods.base import ContinualMethod, Kind, MethodConfig, MethodContext, Stage
 from clift.methods.deal_parts import DEAL_PRESETS, isolated_rng, method_generator, stats_from_state, stats_state
 
 
@@ -588,7 +588,10 @@ class DEAL(ContinualMethod):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         assert self.ctx is not None  # setup() ran: the stage names come from the stream
-        self.history, running = stats_from_state(state, self.stages(self.ctx.stream))
+        optional: dict[str, Kind] = {"pen": dict, "last": dict, "generator": torch.Tensor, "start": list}
+        self.history, running = stats_from_state(
+            self.config.method_name(), state, self.stages(self.ctx.stream), optional
+        )
         pen = running.get("pen")
         if pen:
             self._pen = {**pen, "steps": int(pen["steps"])}

@@ -29,7 +29,7 @@ from torch import nn
 
 from clift.adapters import LoraFields, add_lora, lora_config, lora_layers, save_adapter
 from clift.errors import CliftError
-from clift.methods.base import ContinualMethod, MethodConfig, MethodContext, Stage
+from clift.methods.base import ContinualMethod, Kind, MethodConfig, MethodContext, Stage
 from clift.methods.deal_parts import DEAL_PRESETS, method_generator, stats_from_state, stats_state
 from clift.wavelets import haar_dwt2, haar_idwt2
 
@@ -185,8 +185,9 @@ class DEALCode(ContinualMethod):
             "deal_code cannot be merged: from task 2 on its adapter computes s·B·MLP(A'x), with a ReLU MLP "
             "between lora_A and lora_B acting on every token's activations. A nonlinear map of activations is "
             "not a weight matrix, so no merged weight (and no plain LoRA) reproduces the model; merging A'·B "
-            "alone would silently drop the MLP. Use the last task's folder under "
-            f"{str(run_dir / 'adapters')!r}: PeftModel.from_pretrained(base, folder), then "
+            "alone would silently drop the MLP. Its per-task adapters are in "
+            f"{str(run_dir / 'adapters')!r}: load the last task's folder with "
+            "PeftModel.from_pretrained(base, folder), then "
             "clift.methods.deal_code.restore_task_modules(model, folder) re-attaches the MLP. For a model that "
             "merges, run `deal` (its modules materialise into plain LoRA weights after every task)."
         )
@@ -308,7 +309,10 @@ class DEALCode(ContinualMethod):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         assert self.ctx is not None  # setup() ran: the stage names come from the stream
-        self.history, running = stats_from_state(state, self.stages(self.ctx.stream))
+        optional: dict[str, Kind] = {"pen": dict, "generator": torch.Tensor}
+        self.history, running = stats_from_state(
+            self.config.method_name(), state, self.stages(self.ctx.stream), optional
+        )
         pen = running.get("pen")
         if pen:
             self._pen_sum, self._pen_last, self._steps = pen["sum"], pen["last"], int(pen["steps"])

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from clift.errors import ResumeError
-from clift.methods.base import Stage
+from clift.methods import legacy_state
+from clift.methods.base import Kind, Stage, check_state
 
 #: the papers' LoRA settings (DEAL Table 4 and released scripts); the lr 1e-5 belongs to ``train.lr``
 DEAL_PRESETS: dict[str, dict[str, Any]] = {
@@ -61,24 +61,28 @@ def stats_state(history: list[dict[str, Any]], **running: Any) -> dict[str, Any]
     return out
 
 
-def stats_from_state(state: dict[str, Any], stages: list[Stage]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def stats_from_state(
+    method: str, state: dict[str, Any], stages: list[Stage], optional: dict[str, Kind]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Inverse of :func:`stats_state`; also reads the flat tensor layout of older checkpoints.
+
+    Args:
+        method: the method's name, for error messages.
+        state: the loaded state.
+        stages: the run's stages (the flat layout stores stage indices).
+        optional: the method's keys besides ``history`` (running sums, generator, ...) and their kinds.
 
     Returns:
         ``(history, running)`` where ``running`` maps each running-sum name to its dict.
 
     Raises:
-        ResumeError: when ``history`` is neither layout.
+        MethodStateError: when the nested state has a missing, unknown or wrongly typed key.
     """
-    if "history" in state:
-        if not isinstance(state["history"], list):
-            raise ResumeError(
-                f"DEAL state 'history' is a {type(state['history']).__name__}, not a list; the checkpoint was not "
-                "written by clift's DEAL. Rerun with --force to start over."
-            )
-        running = {k: v for k, v in state.items() if k != "history" and isinstance(v, dict)}
-        return [dict(row) for row in state["history"]], running
-    return _legacy_history(state, stages), _legacy_running(state)
+    if legacy_state.is_flat(state):
+        return _legacy_history(state, stages), _legacy_running(state)
+    check_state(method, state, {"history": list}, optional)
+    running = {k: v for k, v in state.items() if k != "history" and isinstance(v, dict)}
+    return [dict(row) for row in state["history"]], running
 
 
 #: statistics that are counts (restored as int so results.json is identical after a resume)
