@@ -7,6 +7,8 @@ finished tasks, ``--pre-steps`` steps each, default N = 2) and is then measured 
 that act from the second task on (DEAL's modules, projections, frozen earlier adapters) are active when
 the cost is measured; ``--stage 4`` / ``--stage 15`` show how the cost grows with the number of tasks
 (the three fixture tasks are repeated under new names when N exceeds them).
+A method may be listed twice under different labels, ``label=method``, with its own
+``--set label.key=value``.
 
 Time: all methods live in one process; after ``--warmup`` steps each, steps are measured alternately
 (A, B, C, A, B, C, …) so that load changes on a shared machine hit every method alike; the median and the
@@ -22,6 +24,7 @@ Usage::
     python benchmarks/step_cost.py --methods seq_lora,deal,deal_code --model smollm2-135m --steps 5
     python benchmarks/step_cost.py --model tiny-llama --steps 2          # quick check
     python benchmarks/step_cost.py --methods seq_lora,inc_lora,gorp --stage 15 --pre-steps 1 --memory off
+    python benchmarks/step_cost.py --methods seq_lora,deal,deal_ret=deal --set deal_ret.structure=retention --stage 3
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ BASELINE = "seq_lora"
 
 @dataclass
 class Harness:
-    """One method on its own copy of the model, positioned at the start of stage 1."""
+    """One method on its own copy of the model, positioned at the start of the measured stage."""
 
     name: str
     method: ContinualMethod
@@ -67,7 +70,11 @@ class Harness:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--methods", default="seq_lora,deal,deal_code", help="comma-separated registered methods")
+    p.add_argument(
+        "--methods",
+        default="seq_lora,deal,deal_code",
+        help="comma-separated registered methods, or label=method to list one method twice with other options",
+    )
     p.add_argument("--model", default="smollm2-135m", help="model alias, folder or hub id")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=8)
@@ -83,15 +90,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="METHOD.KEY=VALUE",
-        help="method option, e.g. deal.train_factors=false (repeatable)",
+        help="method option by label, e.g. deal.train_factors=false (repeatable)",
     )
     p.add_argument("--memory", default="subprocess", choices=["subprocess", "off"])
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # memory worker mode: one method
     args = p.parse_args(argv)
-    args.method_list = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not args.method_list:
+    entries = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not entries:
         p.error("--methods is empty; give registered method names, e.g. seq_lora,deal")
+    # label -> registered method name ("deal_ret=deal" lists deal a second time under the label deal_ret)
+    args.method_names = dict(tuple(e.split("=", 1)) if "=" in e else (e, e) for e in entries)
+    args.method_list = list(args.method_names)
+    if len(args.method_list) != len(entries):
+        p.error(f"--methods lists a label twice ({args.methods}); give each entry its own label=method")
     for key in ("batch_size", "seq_len", "steps", "stage"):
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
@@ -99,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def method_options(args: argparse.Namespace, name: str) -> dict[str, Any]:
-    """The ``--set`` options of method ``name`` as a config mapping."""
+    """The ``--set`` options of the method labelled ``name`` as a config mapping."""
     mine = [s.split(".", 1)[1] for s in args.set if s.split(".", 1)[0] == name and "." in s]
     return apply_overrides({}, mine)
 
@@ -130,11 +142,11 @@ def compute_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tupl
 
 
 def build(name: str, args: argparse.Namespace, device: torch.device, workdir: Path) -> Harness:
-    """Load the model, build method ``name`` through the registry, train stage 0, enter stage 1."""
+    """Load the model, build the method labelled ``name``, train the stages before ``--stage``, enter it."""
     torch.manual_seed(args.seed)
     loaded = load_model(ModelConfig(name=args.model, device="cpu" if device.type == "cpu" else "cuda"))
     model = loaded.model.to(device)
-    cfg = build_method_config({"name": name, **method_options(args, name)})
+    cfg = build_method_config({"name": args.method_names.get(name, name), **method_options(args, name)})
     method = build_method(cfg)
     train = TrainConfig(lr=args.lr, batch_size=args.batch_size)
     stream = stream_of(args.stage, args.seed)
@@ -237,7 +249,7 @@ def _release_freed_memory() -> None:
 
 
 def measure_memory_here(args: argparse.Namespace, name: str, device: torch.device) -> dict[str, float]:
-    """Peak memory of ``--steps`` stage-1 steps of ``name`` in this process (MiB)."""
+    """Peak memory of ``--steps`` steps of the measured stage of ``name`` in this process (MiB)."""
     with tempfile.TemporaryDirectory() as tmp:
         h = build(name, args, device, Path(tmp))
         ctx = h.method.ctx

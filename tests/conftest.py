@@ -3,7 +3,10 @@
 * runs: :func:`fixture_stream`, :func:`tiny_config`, :func:`fresh_parameters`;
 * suites: :func:`tiny_suite` (a suite spec on the fixture benchmark), :func:`fake_results` (a hand-made
   results.json);
-* user streams: :func:`review_rows`, :func:`write_rows`, :func:`write_stream`.
+* user streams: :func:`review_rows`, :func:`write_rows`, :func:`write_stream`;
+* resume: :func:`crash_at` (inject a crash after a given step), :func:`stable_results`;
+* driving a method by hand (as the runner does): :class:`Driven`, :func:`drive`, :func:`train`,
+  :func:`factor_weights`, :func:`logits`.
 """
 
 from __future__ import annotations
@@ -11,14 +14,19 @@ from __future__ import annotations
 import csv
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
-from clift.config import ModelConfig
+from clift.adapters import lora_layers
+from clift.config import ModelConfig, TrainConfig
+from clift.data.collate import PromptEncoder, TrainCollator
 from clift.data.task import Example, Stream, Task
+from clift.methods import ContinualMethod, MethodContext, Stage, build_method, build_method_config
 from clift.models import load_model
 
 FIXTURE_ROOT = Path(__file__).resolve().parents[1] / "src" / "clift" / "data" / "fixtures" / "cl_fixture"
@@ -181,3 +189,120 @@ def write_stream(folder: Path, fmt: str, n_train: int = 40, n_test: int = 12, **
     path = folder / "stream.yaml"
     path.write_text(json.dumps({"name": f"my-{fmt}", "tasks": [entry]}))  # JSON is valid YAML
     return path
+
+
+# ---- resume ----
+VOLATILE = {"timings", "resumes", "git", "config"}  # config differs only in output_dir
+
+
+def stable_results(results: dict) -> dict:
+    """results.json without what differs between an interrupted and an uninterrupted run."""
+    return {k: v for k, v in results.items() if k not in VOLATILE}
+
+
+class Crash(RuntimeError):
+    """The failure :func:`crash_at` injects."""
+
+
+def crash_at(monkeypatch, stage_index: int, step: int):
+    """Make the method raise right after optimizer step ``step`` of stage ``stage_index`` (once)."""
+    from clift.runner import Runner
+
+    real = Runner.train_stage
+    fired = []
+
+    def wrapped(self, model, method, stage, resume=None):
+        if stage.index == stage_index and not fired:
+            orig_after_step = method.after_step
+            count = [resume.step if resume is not None else 0]
+
+            def after_step(m):
+                orig_after_step(m)
+                count[0] += 1
+                if count[0] == step:
+                    fired.append(True)
+                    raise Crash("injected")
+
+            method.after_step = after_step
+            try:
+                return real(self, model, method, stage, resume)
+            finally:
+                del method.after_step
+        return real(self, model, method, stage, resume)
+
+    monkeypatch.setattr(Runner, "train_stage", wrapped)
+
+
+# ---- driving a method by hand ----
+@dataclass
+class Driven:
+    method: ContinualMethod
+    model: nn.Module
+    stages: list[Stage]
+    batches: list[dict[str, torch.Tensor]]  # one fixed batch per stage
+
+
+def drive(name: str, tmp_path: Path, model: str = "tiny-llama", lr: float = 5e-3, **options: Any) -> Driven:
+    """Build method ``name`` on ``model`` as the runner does (setup, attach, stages) plus a batch per task."""
+    torch.manual_seed(0)
+    loaded = load_model(ModelConfig(name=model))
+    stream = fixture_stream()
+    method = build_method(build_method_config({"name": name, **options}))
+    collate = TrainCollator(PromptEncoder(loaded.tokenizer, loaded.kind, 64, 8))
+    method.setup(
+        MethodContext(
+            kind=loaded.kind,
+            model_type=loaded.model.config.model_type,
+            tokenizer=loaded.tokenizer,
+            stream=stream,
+            run_dir=tmp_path,
+            train=TrainConfig(lr=lr),
+            seed=0,
+            device=torch.device("cpu"),
+            collate=collate,
+        )
+    )
+    m = method.attach(loaded.model)
+    batches = [collate([(t, ex) for ex in t.train[:4]]) for t in stream]
+    return Driven(method, m, method.stages(stream), batches)
+
+
+def train(d: Driven, stage: Stage, steps: int) -> list[float]:
+    """``before_task`` then ``steps`` optimizer steps on the stage's batch; returns the task losses."""
+    d.model = d.method.before_task(d.model, stage)
+    d.model.train()
+    opt = d.method.make_optimizer(d.method.param_groups(d.model))
+    losses = []
+    for _ in range(steps):
+        out = d.model(**d.batches[stage.index])
+        extra = d.method.loss(d.model, d.batches[stage.index], out)
+        (out.loss if extra is None else out.loss + extra).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(out.loss.item())
+    return losses
+
+
+def factor_weights(model: nn.Module, adapter: str = "default") -> dict[str, torch.Tensor]:
+    """The current (possibly parametrized) A and B weights of every LoRA layer, detached."""
+    out = {}
+    with torch.no_grad():
+        for name, layer in lora_layers(model):
+            out[f"{name}.A"] = layer.lora_A[adapter].weight.detach().clone()
+            out[f"{name}.B"] = layer.lora_B[adapter].weight.detach().clone()
+    return out
+
+
+@torch.no_grad()
+def logits(model: nn.Module, seed: int = 1) -> torch.Tensor:
+    """Eval-mode outputs on a fixed random input (decoder input for seq2seq models)."""
+    was = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 700, (2, 12), generator=g)
+    kw: dict[str, Any] = {"input_ids": ids}
+    if getattr(model.config, "is_encoder_decoder", False):
+        kw["decoder_input_ids"] = ids[:, :5]
+    out = model(**kw).logits
+    model.train(was)
+    return out

@@ -187,13 +187,7 @@ FAST_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def _methods() -> list[Any]:
-    # TODO(integrator): drop the marks once issue 18's branch (DEAL's state through check_state) is merged
-    pending = pytest.mark.xfail(reason="DEAL's state checks are converted on the issue-18 branch", strict=False)
-    return [pytest.param(n, marks=pending) if n.startswith("deal") else n for n in METHODS.names()]
-
-
-@pytest.mark.parametrize("name", _methods())
+@pytest.mark.parametrize("name", METHODS.names())
 def test_every_methods_state_round_trips_through_a_checkpoint(tmp_path, name):
     cfg = tiny_config(
         tmp_path,

@@ -19,47 +19,9 @@ from clift.config import RunConfig, upgrade_config
 from clift.errors import ResumeError
 from clift.methods import METHODS, build_method
 
-from .conftest import fixture_stream, tiny_config
-
-VOLATILE = {"timings", "resumes", "git", "config"}  # config differs only in output_dir
-
-
-def _stable(results: dict) -> dict:
-    return {k: v for k, v in results.items() if k not in VOLATILE}
-
-
-class Crash(RuntimeError):
-    pass
-
-
-def _crash_at(monkeypatch, stage_index: int, step: int):
-    """Make the method raise right after optimizer step ``step`` of stage ``stage_index`` (once)."""
-    from clift.runner import Runner
-
-    real = Runner.train_stage
-    fired = []
-
-    def wrapped(self, model, method, stage, resume=None):
-        if stage.index == stage_index and not fired:
-            orig_after_step = method.after_step
-            count = [resume.step if resume is not None else 0]
-
-            def after_step(m):
-                orig_after_step(m)
-                count[0] += 1
-                if count[0] == step:
-                    fired.append(True)
-                    raise Crash("injected")
-
-            method.after_step = after_step
-            try:
-                return real(self, model, method, stage, resume)
-            finally:
-                del method.after_step
-        return real(self, model, method, stage, resume)
-
-    monkeypatch.setattr(Runner, "train_stage", wrapped)
-
+from .conftest import Crash, fixture_stream, tiny_config
+from .conftest import crash_at as _crash_at
+from .conftest import stable_results as _stable
 
 # Small settings that keep a method fast on tiny-llama; a method not listed runs with its defaults, so a
 # newly registered method gets a resume test without anyone adding it here.

@@ -353,7 +353,14 @@ def test_compare_subcommand(tmp_path, capsys):
 def test_shipped_suite_configs_validate():
     root = Path(__file__).resolve().parents[1] / "configs" / "suite"
     files = sorted(root.rglob("*.yaml"))
-    assert [f.name for f in files] == ["gorp-ablation.yaml", "standard-proxy.yaml", "tiny.yaml", "titles.yaml"]
+    assert [f.name for f in files] == [
+        "deal-ablation.yaml",
+        "deal-dev.yaml",
+        "gorp-ablation.yaml",
+        "standard-proxy.yaml",
+        "tiny.yaml",
+        "titles.yaml",
+    ]
     for f in files:
         suite = load_suite(f)
         assert {m.name for m in suite.methods} <= set(METHODS.names())

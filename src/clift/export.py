@@ -121,9 +121,12 @@ def merge_adapters(rebuilt: Rebuilt, run_dir: str | Path) -> nn.Module:
     model = rebuilt.model
     if isinstance(model, PeftModel):
         if not _plain_lora(rebuilt.method, model):
+            refusal = getattr(rebuilt.method, "merge_refusal", None)  # a method's own reason (deal_code: its MLP)
             raise CliftError(
-                f"method {rebuilt.record.run.method!r} has modules that cannot be merged into the weights (not "
-                f"adapter, not merged); its per-task adapters are in {str(Path(run_dir) / ADAPTERS_DIR)!r}."
+                refusal(Path(run_dir))
+                if refusal is not None
+                else f"method {rebuilt.record.run.method!r} has modules that cannot be merged into the weights "
+                f"(not adapter, not merged); its per-task adapters are in {str(Path(run_dir) / ADAPTERS_DIR)!r}."
             )
         model = model.merge_and_unload()
         model.eval()

@@ -52,3 +52,17 @@ def test_stage_n_trains_n_minus_one_tasks_first(step_cost, tmp_path):
     h = step_cost.build("inc_lora", args, torch.device("cpu"), tmp_path)
     assert h.stage.index == 4 and len(h.method.adapters) == 5  # fixture tasks repeated under new names
     assert len(h.method.fused.layers) > 0 and all(len(f.frozen) == 4 for f in h.method.fused.layers)
+
+
+def test_a_later_stage_and_a_second_label_for_the_retention_structure(step_cost, tmp_path):
+    argv = [*FAST, "--methods", "deal,deal_ret=deal", "--set", "deal_ret.structure=retention", "--stage", "4"]
+    args = step_cost.parse_args(argv)
+    assert args.method_names == {"deal": "deal", "deal_ret": "deal"}
+    h = step_cost.build("deal_ret", args, torch.device("cpu"), tmp_path)
+    assert h.stage.index == 3 and h.method.config.structure == "retention"
+    assert h.method.adapters == ["default", "task1", "task2", "task3"]  # the fixture's 3 tasks, repeated
+    assert h.method.bank is not None and h.method.factors  # modules on the three earlier adapters
+    plain = step_cost.build("deal", args, torch.device("cpu"), tmp_path)
+    assert plain.method.config.structure == "paper"
+    with pytest.raises(SystemExit):
+        step_cost.parse_args([*FAST, "--methods", "deal,deal=deal_code"])

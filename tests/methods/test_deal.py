@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import copy
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -16,91 +14,16 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import clift
-from clift.adapters import lora_layers
-from clift.config import ModelConfig, RunConfig, TrainConfig, load_yaml
-from clift.data.collate import PromptEncoder, TrainCollator
+from clift.adapters import adapter_parameters, lora_layers
+from clift.config import ModelConfig, RunConfig, load_yaml
 from clift.errors import ConfigError
-from clift.methods import ContinualMethod, MethodContext, Stage, build_method, build_method_config
+from clift.methods import build_method_config
 from clift.methods.deal import DealGroup
 from clift.models import load_model
 
-from ..conftest import fixture_stream, tiny_config
+from ..conftest import Driven, drive, factor_weights, fixture_stream, logits, tiny_config, train
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Driven:
-    method: ContinualMethod
-    model: nn.Module
-    stages: list[Stage]
-    batches: list[dict[str, torch.Tensor]]  # one fixed batch per stage
-
-
-def drive(name: str, tmp_path: Path, model: str = "tiny-llama", lr: float = 5e-3, **options: Any) -> Driven:
-    """Build method ``name`` on ``model`` as the runner does (setup, attach, stages) plus a batch per task."""
-    torch.manual_seed(0)
-    loaded = load_model(ModelConfig(name=model))
-    stream = fixture_stream()
-    method = build_method(build_method_config({"name": name, **options}))
-    collate = TrainCollator(PromptEncoder(loaded.tokenizer, loaded.kind, 64, 8))
-    method.setup(
-        MethodContext(
-            kind=loaded.kind,
-            model_type=loaded.model.config.model_type,
-            tokenizer=loaded.tokenizer,
-            stream=stream,
-            run_dir=tmp_path,
-            train=TrainConfig(lr=lr),
-            seed=0,
-            device=torch.device("cpu"),
-            collate=collate,
-        )
-    )
-    m = method.attach(loaded.model)
-    batches = [collate([(t, ex) for ex in t.train[:4]]) for t in stream]
-    return Driven(method, m, method.stages(stream), batches)
-
-
-def train(d: Driven, stage: Stage, steps: int) -> list[float]:
-    """``before_task`` then ``steps`` optimizer steps on the stage's batch; returns the task losses."""
-    d.model = d.method.before_task(d.model, stage)
-    d.model.train()
-    opt = d.method.make_optimizer(d.method.param_groups(d.model))
-    losses = []
-    for _ in range(steps):
-        out = d.model(**d.batches[stage.index])
-        extra = d.method.loss(d.model, d.batches[stage.index], out)
-        (out.loss if extra is None else out.loss + extra).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(out.loss.item())
-    return losses
-
-
-def factor_weights(model: nn.Module, adapter: str = "default") -> dict[str, torch.Tensor]:
-    """The current (possibly parametrized) A and B weights of every LoRA layer, detached."""
-    out = {}
-    with torch.no_grad():
-        for name, layer in lora_layers(model):
-            out[f"{name}.A"] = layer.lora_A[adapter].weight.detach().clone()
-            out[f"{name}.B"] = layer.lora_B[adapter].weight.detach().clone()
-    return out
-
-
-@torch.no_grad()
-def logits(model: nn.Module, seed: int = 1) -> torch.Tensor:
-    """Eval-mode outputs on a fixed random input (decoder input for seq2seq models)."""
-    was = model.training
-    model.eval()
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, 700, (2, 12), generator=g)
-    kw: dict[str, Any] = {"input_ids": ids}
-    if getattr(model.config, "is_encoder_decoder", False):
-        kw["decoder_input_ids"] = ids[:, :5]
-    out = model(**kw).logits
-    model.train(was)
-    return out
 
 
 def _perturb_modules(method) -> None:
@@ -232,9 +155,12 @@ def test_what_trains_in_later_tasks(tmp_path, train_factors):
         assert torch.equal(layer.lora_B["default"].weight, prev[f"{name}.B"]) != train_factors
 
 
-@pytest.mark.parametrize("model_name", ["tiny-llama", "tiny-t5"])
-def test_saved_adapters_are_plain_peft_loras_that_reproduce_the_model(tmp_path, model_name):
-    res = clift.run(tiny_config(tmp_path, model=model_name, method="deal"), stream=fixture_stream())
+@pytest.mark.parametrize(
+    ("model_name", "structure"), [("tiny-llama", "paper"), ("tiny-t5", "paper"), ("tiny-llama", "retention")]
+)
+def test_saved_adapters_are_plain_peft_loras_that_reproduce_the_model(tmp_path, model_name, structure):
+    method = {"name": "deal", "structure": structure}
+    res = clift.run(tiny_config(tmp_path, model=model_name, method=method), stream=fixture_stream())
     stats = res.results["method_stats"]["stages"]
     assert [s["stage"] for s in stats] == ["toytopic", "toynli"]
     assert all(s["penalty_update_mean"] > 0 for s in stats)
@@ -261,11 +187,14 @@ def test_presets_and_paper_configs():
     assert t5_run.model.name == "google/flan-t5-large" and t5_run.data.max_source_length == 512
 
 
-@pytest.mark.parametrize("method", ["deal", "deal_code"])
+@pytest.mark.parametrize(
+    "method", ["deal", "deal_code", {"name": "deal", "structure": "retention", "anchor": 0.1, "module_lr": 0.05}]
+)
 def test_resume_mid_task_three_equals_uninterrupted(tmp_path, monkeypatch, method):
     # stage 1 completed with modules (replayed through before_task + restore_task), crash inside stage 2
     # with modules active: the resumed run must end exactly where the uninterrupted one does
-    from ..test_resume import _crash_at, _stable
+    from ..conftest import crash_at as _crash_at
+    from ..conftest import stable_results as _stable
 
     sections = {"train": {"max_steps": 4, "checkpoint_every": 2, "lr": 2e-3}}
     reference = clift.run(tiny_config(tmp_path / "ref", method=method, **sections), stream=fixture_stream())
@@ -279,3 +208,212 @@ def test_resume_mid_task_three_equals_uninterrupted(tmp_path, monkeypatch, metho
     ref_params = dict(reference.model.named_parameters())
     for name, p in resumed.model.named_parameters():
         assert torch.equal(p, ref_params[name]), name
+
+
+def _hold_modules_at_identity(monkeypatch) -> None:
+    """Make DEAL's modules untrainable (so they stay the exact identity); the raw factors still train."""
+    from clift.methods.deal import DEAL
+
+    def groups(self, model):
+        if self.bank is not None:
+            for p in self.bank.parameters():
+                p.requires_grad_(False)
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+    monkeypatch.setattr(DEAL, "param_groups", groups)
+
+
+def _loss_curves(tmp_path: Path, method: str | dict) -> list[list[float]]:
+    sections = {"train": {"max_steps": 4, "lr": 5e-3}, "log": {"progress": False, "log_every": 1}}
+    res = clift.run(tiny_config(tmp_path, method=method, **sections), stream=fixture_stream())
+    return [t["loss_curve"] for t in res.results["training"]]
+
+
+def test_deal_at_identity_trains_exactly_like_seq_lora(tmp_path, monkeypatch):
+    # same batches and dropout masks (LoRA dropout 0.1): DEAL's module init draws from its own generator
+    reference = _loss_curves(tmp_path / "seq", "seq_lora")
+    moving = _loss_curves(tmp_path / "moving", "deal")
+    assert moving[0] == reference[0]  # task 1 is plain LoRA in both
+    assert moving[1][0] == reference[1][0]  # identity start: the first step of task 2 is the same too
+    assert moving[1][1:] != reference[1][1:]  # once the modules move, the losses differ
+    _hold_modules_at_identity(monkeypatch)
+    held = _loss_curves(tmp_path / "held", "deal")
+    assert held == reference  # bit for bit, every step of every task
+
+
+def _hand_anchor(d: Driven, adapters: list[str], start: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Σ_layers ‖Σ_k (B'_k A'_k − B_k A_k)‖²_F with the full out×in products (what the Gram form avoids)."""
+    total = torch.zeros((), dtype=torch.float64)
+    with torch.no_grad():
+        for name, layer in lora_layers(d.model):
+            delta = sum(
+                layer.lora_B[a].weight.double() @ layer.lora_A[a].weight.double()
+                - start[f"{name}.{a}.B"].double() @ start[f"{name}.{a}.A"].double()
+                for a in adapters
+            )
+            total += (delta**2).sum()
+    return total
+
+
+def _all_factors(model: nn.Module) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        return {
+            f"{name}.{a}.{kind}": getattr(layer, f"lora_{kind}")[a].weight.detach().clone()
+            for name, layer in lora_layers(model)
+            for a in layer.lora_A
+            for kind in ("A", "B")
+        }
+
+
+@pytest.mark.parametrize("structure", ["paper", "retention"])
+def test_anchor_term_matches_a_hand_computation(tmp_path, structure):
+    d = drive("deal", tmp_path, structure=structure, anchor=0.7, lambda1=0.0, lambda2=0.0, lr=2e-2)
+    for stage in d.stages[:2]:  # task 3 then has two earlier adapters under the retention structure
+        train(d, stage, 3)
+        d.model = d.method.after_task(d.model, stage)
+    start = _all_factors(d.model)
+    old = list(d.method.adapters)
+    d.model = d.method.before_task(d.model, d.stages[2])
+    anchor = d.method.anchor_penalty()
+    assert anchor is not None and anchor.item() == 0.0  # exactly zero while nothing moved
+    _perturb_modules(d.method)
+    if structure == "paper":  # the raw factors train under the paper structure: move them too
+        with torch.no_grad():
+            for lin in d.method.factors:
+                lin.parametrizations.weight.original.mul_(1.1)
+    anchor = d.method.anchor_penalty()
+    hand = 0.7 * _hand_anchor(d, old, start)
+    assert hand > 1e-6
+    assert anchor.item() == pytest.approx(hand.item(), rel=1e-4)
+    assert d.method.loss(d.model, d.batches[2], None).item() == pytest.approx(hand.item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("structure", ["paper", "retention"])
+def test_materialised_lora_matches_the_wrapped_model_after_a_trained_task(tmp_path, structure):
+    d = drive("deal", tmp_path, structure=structure, module_lr=0.05, lr=1e-2)
+    train(d, d.stages[0], 3)
+    d.model = d.method.after_task(d.model, d.stages[0])
+    train(d, d.stages[1], 6)  # a real task: the modules move by training, not by hand
+    changes = d.method._factor_change()
+    assert changes["A"]["modules"] > 1e-3 and changes["B"]["modules"] > 1e-3
+    wrapped_out, wrapped_w = logits(d.model), _all_factors(d.model)
+    d.model = d.method.after_task(d.model, d.stages[1])
+    assert not any(parametrize.is_parametrized(m) for _, layer in lora_layers(d.model) for m in layer.modules())
+    for key, w in _all_factors(d.model).items():
+        assert torch.allclose(w, wrapped_w[key], atol=1e-6), key
+    assert torch.allclose(logits(d.model), wrapped_out, atol=1e-5)
+    merged = copy.deepcopy(d.model).merge_and_unload()
+    assert torch.allclose(logits(merged), wrapped_out, atol=1e-5)
+    saved = d.method.save_task(d.model, d.stages[1], tmp_path / "saved")[0]
+    reloaded = PeftModel.from_pretrained(load_model(ModelConfig(name="tiny-llama")).model, str(saved))
+    assert torch.allclose(logits(reloaded), wrapped_out, atol=1e-5)
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_retention_changes_earlier_tasks_only_through_the_modules(tmp_path, held):
+    d = drive("deal", tmp_path, structure="retention", module_lr=0.05)
+    train(d, d.stages[0], 3)
+    d.model = d.method.after_task(d.model, d.stages[0])
+    task1 = {k: v for k, v in _all_factors(d.model).items() if ".default." in k}
+    d.model = d.method.before_task(d.model, d.stages[1])
+    assert d.method.adapters == ["default", "task1"]
+    bank_ids = {id(p) for p in d.method.bank.parameters()}
+    if held:
+        for p in d.method.bank.parameters():
+            p.requires_grad_(False)
+    trainable = [p for p in d.model.parameters() if p.requires_grad]
+    new_ids = {id(p) for p in adapter_parameters(d.model, "task1").values()}
+    assert trainable and all(id(p) in new_ids | bank_ids for p in trainable)  # only θ1/θ2 and the new LoRA
+    d.method.before_task = lambda model, stage: model  # already entered
+    train(d, d.stages[1], 6)
+    now = _all_factors(d.model)
+    for lin in d.method.factors:  # the frozen factors under the modules never change
+        raw = lin.parametrizations.weight.original
+        assert not raw.requires_grad and any(torch.equal(raw, v) for v in task1.values())
+    moved = [not torch.equal(now[k], v) for k, v in task1.items()]
+    assert not any(moved) if held else all(moved)  # bit-identical while the modules are at identity
+    assert all(v.abs().sum() > 0 for k, v in now.items() if ".task1." in k)  # the new LoRA learnt (B starts at 0)
+
+
+def test_checkpoints_of_the_flat_state_layout_still_load(tmp_path):
+    d = drive("deal", tmp_path)
+    flat = {  # what DEAL.state_dict wrote before method state could nest
+        "history.0.stage_index": torch.tensor(1.0, dtype=torch.float64),
+        "history.0.wrapped_factors": torch.tensor(8.0, dtype=torch.float64),
+        "history.0.penalty_update_mean": torch.tensor(0.25, dtype=torch.float64),
+        "pen.retention": torch.tensor(0.5),
+        "pen.update": torch.tensor(1.5),
+        "pen.steps": torch.tensor(3.0),
+        "last.update": torch.tensor(0.5),
+    }
+    d.method.load_state_dict(flat)
+    assert d.method.history == [
+        {"stage": "toytopic", "stage_index": 1, "wrapped_factors": 8, "penalty_update_mean": 0.25}
+    ]
+    assert d.method._pen["steps"] == 3 and float(d.method._pen["update"]) == 1.5
+    assert float(d.method._last_pen["update"]) == 0.5
+    state = d.method.state_dict()  # the nested layout round-trips through the checkpoint's split
+    from clift.checkpoint import join_state, split_state
+
+    again = drive("deal", tmp_path)
+    again.method.load_state_dict(join_state(*split_state(state)))
+    assert again.method.history == d.method.history
+    assert torch.equal(again.method.generator.get_state(), d.method.generator.get_state())
+
+
+def test_retention_structure_exports_as_plain_lora_and_merged(tmp_path):
+    from clift.export import export_run
+
+    method = {"name": "deal", "structure": "retention", "module_lr": 0.05}
+    res = clift.run(tiny_config(tmp_path, method=method), stream=fixture_stream())
+    out = export_run(res.run_dir, tmp_path / "adapter")
+    loaded = PeftModel.from_pretrained(load_model(ModelConfig(name="tiny-llama")).model, str(out))
+    assert torch.allclose(logits(loaded), logits(res.model), atol=1e-5)
+    merged = export_run(res.run_dir, tmp_path / "merged", mode="merged")
+    plain = load_model(ModelConfig(name=str(merged))).model
+    assert torch.allclose(logits(plain), logits(res.model), atol=1e-5)
+
+
+def test_stats_report_how_far_every_module_parameter_moves_the_factors(tmp_path):
+    d = drive("deal", tmp_path, module_lr=0.05)
+    train(d, d.stages[0], 3)
+    d.model = d.method.after_task(d.model, d.stages[0])
+    train(d, d.stages[1], 5)
+    change = d.method._factor_change()
+    params = {"kernel_weight", "centre_shift", "w1", "b1", "w2", "b2"}
+    assert set(change) == {"A", "B"}
+    for kind in ("A", "B"):
+        assert params | {"start_norm", "total", "raw", "modules"} <= set(change[kind])
+        assert all(change[kind][p] > 0 for p in params), change[kind]
+    # b2 is added to every row of M: removing it changes factor g by exactly 1·b2_gᵀ, of size sqrt(n)·‖b2_g‖
+    bank = d.method.bank
+    hand = {"A": 0.0, "B": 0.0}
+    for g, grp in enumerate(bank.groups):
+        i = bank.group_members[g][0]
+        n = bank.weights[i].shape[1] if bank.rank_first[i] else bank.weights[i].shape[0]
+        hand["A" if bank.rank_first[i] else "B"] += n * float((grp.b2.detach() ** 2).sum())
+    for kind in ("A", "B"):
+        assert change[kind]["b2"] == pytest.approx(hand[kind] ** 0.5, rel=1e-4)
+    # "modules" is everything the modules add to the raw factors: ‖Y' − Y_raw‖ over all wrapped factors
+    with torch.no_grad():
+        added = sum(float((lin.weight - lin.parametrizations.weight.original).pow(2).sum()) for lin in d.method.factors)
+    assert (change["A"]["modules"] ** 2 + change["B"]["modules"] ** 2) == pytest.approx(added, rel=1e-4)
+    assert change["A"]["raw"] > 0  # the raw factors train under the paper structure
+    d.model = d.method.after_task(d.model, d.stages[1])
+    row = d.method.stats()["stages"][-1]
+    assert row["factor_change"]["B"]["b2"] == pytest.approx(change["B"]["b2"])
+
+
+@pytest.mark.parametrize(
+    "method", [{"name": "deal"}, {"name": "deal", "structure": "retention"}, {"name": "deal_code"}]
+)
+def test_module_init_leaves_the_global_generator_alone(tmp_path, method):
+    runs = []
+    for k in range(2):
+        d = drive(method["name"], tmp_path / str(k), **{k: v for k, v in method.items() if k != "name"})
+        state = torch.get_rng_state()
+        d.model = d.method.before_task(d.model, d.stages[1])
+        assert torch.equal(torch.get_rng_state(), state)  # dropout masks stay those of seq_lora
+        runs.append({n: p.detach().clone() for n, p in d.model.named_parameters() if p.requires_grad})
+    assert runs[0].keys() == runs[1].keys()
+    assert all(torch.equal(v, runs[1][n]) for n, v in runs[0].items())  # drawn from the seeded own generator

@@ -17,8 +17,7 @@ from clift.methods.deal_code import MODULES_FILE, HaarGatedA, restore_task_modul
 from clift.models import load_model
 from clift.wavelets import haar_dwt2, haar_idwt2
 
-from ..conftest import fixture_stream, tiny_config
-from .test_deal import drive, factor_weights, logits, train
+from ..conftest import drive, factor_weights, fixture_stream, logits, tiny_config, train
 
 
 @pytest.mark.parametrize("shape", [(16, 1024), (8, 64), (5, 7), (1, 3), (3, 2, 6)])
@@ -76,6 +75,10 @@ def test_b_frozen_raw_a_theta_mlp_trained_and_filtered_a_carried(tmp_path):
         assert not torch.equal(w.weight, prev[f"{name}.A"])  # raw A trains through the DWT
         assert not torch.equal(w.theta, torch.ones_like(w.theta))
     filtered = {n: w.filtered_weight().detach().clone() for n, w in wrappers.items()}
+    d.method.after_task(d.model, d.stages[1])
+    moved = d.method.stats()["stages"][-1]["factor_change"]["A"]["theta"]  # how far θ moved A: ‖A' − A‖_F
+    hand = sum(float((filtered[n] - w.weight.detach()).pow(2).sum()) for n, w in wrappers.items()) ** 0.5
+    assert moved > 0 and moved == pytest.approx(hand, rel=1e-5)
     d.model = d.method.before_task(d.model, d.stages[2])
     for name, layer in lora_layers(d.model):
         new = layer.lora_A["default"]
@@ -147,3 +150,17 @@ def test_config_errors_name_value_and_fix():
         build_method_config({"name": "deal_code", "p_theta": 0.5, "lambda2": -1, "mlp_hidden": 0})
     msg = str(err.value)
     assert "p_theta must be >= 1" in msg and "lambda2 must be >= 0" in msg and "mlp_hidden must be >= 1" in msg
+
+
+def test_export_refuses_to_merge_deal_code_and_says_what_to_use(tmp_path):
+    from clift.export import export_run
+
+    res = clift.run(tiny_config(tmp_path, method="deal_code"), stream=fixture_stream())
+    with pytest.raises(CliftError) as err:
+        export_run(res.run_dir, tmp_path / "merged", mode="merged")
+    msg = str(err.value)
+    assert "cannot be merged" in msg and "MLP" in msg  # why
+    assert "restore_task_modules" in msg and str(res.run_dir / "adapters") in msg  # what to use instead
+    assert not (tmp_path / "merged" / "model.safetensors").exists()
+    with pytest.raises(CliftError, match="plain LoRA cannot express"):  # nor a single plain adapter
+        export_run(res.run_dir, tmp_path / "adapter")

@@ -13,7 +13,13 @@ centres ``c`` and fixed widths ``s``. ``w = 0`` and ``W2 = b2 = 0`` at the start
 ``Y' == Y`` exactly. The modules act on the factor matrices (parameter space) through
 ``torch.nn.utils.parametrize``; after each task ``Y'`` is materialised into the plain PEFT weight, so
 inference is plain LoRA and the saved adapter is a plain PEFT LoRA. Loss = task loss
-``+ λ1 ‖θ1‖_a^a + λ2 ‖θ2‖_b^b`` over the kernel parameters θ1 = (w, c - c0) and the MLP parameters θ2.
+``+ λ1 ‖θ1‖_a^a + λ2 ‖θ2‖_b^b`` over the kernel parameters θ1 = (w, c - c0) and the MLP parameters θ2,
+plus ``μ ‖B'A' − B_prev A_prev‖²_F`` (``anchor``, computed from r×r Gram matrices).
+
+``structure: retention`` (an option; the default ``paper`` is the reading above): from task 2 on the
+previous factors are frozen, the modules act on them (θ1/θ2 are the only path by which the old knowledge's
+delta can change), and a fresh trainable LoRA per task learns the new task, as in ``inc_lora``. After each
+task everything is plain PEFT LoRA weights again (refined old factors plus the new adapter).
 """
 
 from __future__ import annotations
@@ -30,14 +36,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from clift.adapters import LoraFields, add_lora, lora_config, lora_layers, save_adapter
-from clift.methods.base import ContinualMethod, MethodConfig, Stage
-
-#: the papers' LoRA settings (DEAL Table 4 and released scripts); the lr 1e-5 belongs to ``train.lr``
-DEAL_PRESETS: dict[str, dict[str, Any]] = {
-    "t5-large": {"r": 16, "alpha": 32.0, "dropout": 0.1, "target_modules": ["q", "v"]},
-    "llama-3.1-8b": {"r": 32, "alpha": 32.0, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]},
-}
+from clift.adapters import (
+    LoraFields,
+    adapter_name,
+    adapter_parameters,
+    add_lora,
+    lora_config,
+    lora_layers,
+    save_adapter,
+)
+from clift.methods.base import ContinualMethod, Kind, MethodConfig, MethodContext, Stage
+from clift.methods.deal_parts import DEAL_PRESETS, isolated_rng, method_generator, stats_from_state, stats_state
 
 
 @dataclass
@@ -59,6 +68,11 @@ class DEALConfig(LoraFields, MethodConfig):
         a: order of the retention penalty; must be >= b. Default 10.
         b: order of the update penalty; must be >= 1. Default 2.
         module_lr: learning rate of θ1/θ2; null = ``train.lr``. Default null.
+        structure: ``paper`` (the modules re-parametrise the one LoRA, whose factors keep training) or
+            ``retention`` (from task 2 on the previous factors are frozen and only θ1/θ2 change them; a
+            fresh LoRA per task learns the new task). Default paper.
+        anchor: ``μ`` of ``μ ‖B'A' − B_prev A_prev‖²_F``, the change of the previous tasks' LoRA product
+            over the task (Gram form, never a d×d product); 0 switches it off. Default 0.
     """
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = DEAL_PRESETS
@@ -80,6 +94,11 @@ class DEALConfig(LoraFields, MethodConfig):
     a: float = field(default=10.0, metadata={"help": "order of the retention penalty (a >= b)"})
     b: float = field(default=2.0, metadata={"help": "order of the update penalty (b >= 1)"})
     module_lr: float | None = field(default=None, metadata={"help": "lr of θ1/θ2 (null: train.lr)"})
+    structure: Literal["paper", "retention"] = field(
+        default="paper",
+        metadata={"help": "paper (modules on the one trained LoRA) | retention (modules on frozen old factors)"},
+    )
+    anchor: float = field(default=0.0, metadata={"help": "μ of μ||B'A' - B_prev A_prev||_F^2 (0: off)"})
 
     def problems(self) -> list[str]:
         p = self.lora_problems()
@@ -89,7 +108,7 @@ class DEALConfig(LoraFields, MethodConfig):
             p.append(f"widths must be a non-empty list of numbers > 0, got widths={list(self.widths)}.")
         if self.mlp_hidden is not None and self.mlp_hidden < 1:
             p.append(f"mlp_hidden must be >= 1 or null (= r), got mlp_hidden={self.mlp_hidden}.")
-        for key in ("lambda1", "lambda2"):
+        for key in ("lambda1", "lambda2", "anchor"):
             if getattr(self, key) < 0:
                 p.append(f"{key} must be >= 0 (0 switches that penalty off), got {key}={getattr(self, key)}.")
         if self.b < 1:
@@ -116,9 +135,12 @@ class DealGroup(nn.Module):
         num_centres: kernels per width.
         widths: the fixed width series.
         hidden: hidden width of the update MLP.
+        generator: where the MLP's random input layer is drawn from (never the global stream).
     """
 
-    def __init__(self, size: int, r: int, num_centres: int, widths: list[float], hidden: int) -> None:
+    def __init__(
+        self, size: int, r: int, num_centres: int, widths: list[float], hidden: int, generator: torch.Generator
+    ) -> None:
         super().__init__()
         centres = torch.linspace(0.0, 1.0, num_centres) if num_centres > 1 else torch.full((1,), 0.5)
         self.register_buffer("centres0", centres.repeat(len(widths)))  # (K,)
@@ -131,8 +153,8 @@ class DealGroup(nn.Module):
         # θ2: residual MLP over the rank dimension (nn.Linear's default init for the input layer); the
         # zero output layer makes it the identity at init
         bound = 1.0 / math.sqrt(r)
-        self.w1 = nn.Parameter(torch.empty(size, hidden, r).uniform_(-bound, bound))  # (G, h, r)
-        self.b1 = nn.Parameter(torch.empty(size, hidden).uniform_(-bound, bound))  # (G, h)
+        self.w1 = nn.Parameter(torch.empty(size, hidden, r).uniform_(-bound, bound, generator=generator))  # (G, h, r)
+        self.b1 = nn.Parameter(torch.empty(size, hidden).uniform_(-bound, bound, generator=generator))  # (G, h)
         self.w2 = nn.Parameter(torch.zeros(size, r, hidden))  # (G, r, h)
         self.b2 = nn.Parameter(torch.zeros(size, r))  # (G, r)
 
@@ -186,11 +208,17 @@ class DealBank(nn.Module):
 
     Args:
         members: ``(factor weight, rank_first)`` per factor; ``rank_first`` is True for ``lora_A``.
-        r, num_centres, widths, hidden: see :class:`DealGroup`.
+        r, num_centres, widths, hidden, generator: see :class:`DealGroup`.
     """
 
     def __init__(
-        self, members: list[tuple[nn.Parameter, bool]], r: int, num_centres: int, widths: list[float], hidden: int
+        self,
+        members: list[tuple[nn.Parameter, bool]],
+        r: int,
+        num_centres: int,
+        widths: list[float],
+        hidden: int,
+        generator: torch.Generator,
     ) -> None:
         super().__init__()
         keys: dict[tuple[bool, int], list[int]] = {}
@@ -205,8 +233,11 @@ class DealBank(nn.Module):
                 self.slot[i] = (g, s)
         w0 = members[0][0]
         self.groups = nn.ModuleList(
-            DealGroup(len(idx), r, num_centres, widths, hidden).to(w0.device, w0.dtype) for idx in self.group_members
+            DealGroup(len(idx), r, num_centres, widths, hidden, generator).to(w0.device, w0.dtype)
+            for idx in self.group_members
         )
+        # the task-start values of θ1/θ2 (not registered): the diagnostics measure each one's effect against them
+        self.initial = [{n: p.detach().clone() for n, p in g.named_parameters()} for g in self.groups]
         self._cache: dict[int, _GroupPass] = {}
 
     def factor(self, i: int) -> torch.Tensor:
@@ -228,7 +259,9 @@ class DealBank(nn.Module):
                 out.register_hook(functools.partial(_mark_stale, weakref.ref(cached)))
             self._cache[g] = cached
         out_s = cached.out[s]
-        return out_s.T if self.rank_first[i] else out_s
+        # lora_A in PEFT's own (contiguous) layout: a transposed view would make F.linear take another
+        # summation order, so a run with the modules at identity would not compute exactly like plain LoRA
+        return out_s.T.contiguous() if self.rank_first[i] else out_s
 
     def clear(self) -> None:
         """Drop cached outputs (and their autograd graphs)."""
@@ -239,6 +272,24 @@ class DealBank(nn.Module):
 
     def update_parameters(self) -> list[nn.Parameter]:
         return [p for grp in self.groups for p in grp.update_parameters()]
+
+    @torch.no_grad()
+    def parameter_effects(self) -> dict[str, dict[str, float]]:
+        """How far each module parameter moves the factors: ``‖Y'(θ) − Y'(θ with p at its task start)‖_F``.
+
+        Returns:
+            ``{"A" | "B": {parameter name: size}}``, each size the root-sum-square over that kind's factors.
+        """
+        sq: dict[str, dict[str, float]] = {"A": {}, "B": {}}
+        for g, grp in enumerate(self.groups):
+            idx = self.group_members[g]
+            m = torch.stack([self.weights[j].T if self.rank_first[j] else self.weights[j] for j in idx])
+            full = grp(m)
+            kind = "A" if self.rank_first[idx[0]] else "B"  # a group holds one factor kind (the key includes it)
+            for name, start in self.initial[g].items():
+                without = torch.func.functional_call(grp, {name: start}, (m,))
+                sq[kind][name] = sq[kind].get(name, 0.0) + float((full - without).float().pow(2).sum())
+        return {kind: {k: math.sqrt(v) for k, v in d.items()} for kind, d in sq.items() if d}
 
 
 class _GroupPass:
@@ -277,7 +328,11 @@ class DealFactor(nn.Module):
 
 class DEAL(ContinualMethod):
     """One PEFT LoRA (``default``) through all tasks; from task 2 on its factors are re-parametrised by
-    DEAL's retention filter and update MLP (identity at start), then materialised after the task."""
+    DEAL's retention filter and update MLP (identity at start), then materialised after the task.
+
+    With ``structure: retention`` task ``i ≥ 2`` adds a fresh adapter ``task<i>`` (trainable), and the
+    modules act on every earlier adapter's factors, which are frozen.
+    """
 
     config_cls = DEALConfig
     summary = "DEAL (paper): heat-kernel spectral retention + update MLP on LoRA factors, merged per task"
@@ -288,21 +343,32 @@ class DEAL(ContinualMethod):
         self.config: DEALConfig = config
         self.factors: list[nn.Module] = []  # the parametrized factor Linears (lora_A / lora_B)
         self.bank: DealBank | None = None
-        self._pen = {"retention": 0.0, "update": 0.0, "steps": 0}
-        self._last_pen: dict[str, torch.Tensor] = {}
+        self.adapters: list[str] = [self.adapter]  # every adapter of the model, oldest first
+        # per LoRA layer: the (lora_A, lora_B) Linears of the adapters that existed at the task start, and
+        # their weights then (rank-concatenated): the anchor and the diagnostics compare against them
+        self.pairs: list[list[tuple[nn.Module, nn.Module]]] = []
+        self.start: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.generator = method_generator(0, config.method_name())
+        self._pen: dict[str, Any] = {"retention": 0.0, "update": 0.0, "anchor": 0.0, "steps": 0}
+        self._last_pen: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
 
     # ---- set-up -------------------------------------------------------------------------------
+    def setup(self, ctx: MethodContext) -> None:
+        super().setup(ctx)
+        self.generator = method_generator(ctx.seed, self.config.method_name())
+
     def attach(self, model: nn.Module) -> nn.Module:
         return add_lora(model, lora_config(self.config, model), self.adapter)
 
-    def _factor_modules(self, model: nn.Module) -> list[tuple[nn.Module, nn.Module, bool]]:
-        """(PEFT layer, factor Linear, rank_first) for every factor of the adapter."""
+    def _factor_modules(self, model: nn.Module, adapters: list[str]) -> list[tuple[nn.Module, nn.Module, bool]]:
+        """(PEFT layer, factor Linear, rank_first) for every factor of ``adapters``."""
         out = []
         for _, layer in lora_layers(model):
-            if self.adapter in layer.lora_A:
-                out.append((layer, layer.lora_A[self.adapter], True))
-                out.append((layer, layer.lora_B[self.adapter], False))
+            for name in adapters:
+                if name in layer.lora_A:
+                    out.append((layer, layer.lora_A[name], True))
+                    out.append((layer, layer.lora_B[name], False))
         return out
 
     # ---- per task -----------------------------------------------------------------------------
@@ -310,24 +376,55 @@ class DEAL(ContinualMethod):
         if stage.index == 0:  # task 1: plain LoRA (PEFT made A and B trainable)
             return model
         cfg = self.config
+        old = list(self.adapters)
+        if cfg.structure == "retention":
+            model = self._add_task_adapter(model, stage)
         chosen = []
-        for layer, lin, rank_first in self._factor_modules(model):
-            lin.weight.requires_grad_(cfg.train_factors)
+        for _, lin, rank_first in self._factor_modules(model, old):
+            lin.weight.requires_grad_(cfg.train_factors and cfg.structure == "paper")
             if rank_first or cfg.factors == "both":  # with factors=a, B stays a plain factor
-                chosen.append((layer, lin, rank_first))
+                chosen.append((lin, rank_first))
+        self._remember_start(model, old)
         self.bank = DealBank(
-            [(lin.weight, rank_first) for _, lin, rank_first in chosen],
+            [(lin.weight, rank_first) for lin, rank_first in chosen],
             cfg.r,
             cfg.num_centres,
             list(cfg.widths),
             cfg.mlp_hidden or cfg.r,
+            self.generator,
         )
-        for i, (_, lin, _) in enumerate(chosen):
+        for i, (lin, _) in enumerate(chosen):
             parametrize.register_parametrization(lin, "weight", DealFactor(self.bank, i))
             self.factors.append(lin)
         self.bank.clear()  # registration evaluated the factors once; start training from a fresh graph
-        self._pen = {"retention": 0.0, "update": 0.0, "steps": 0}
+        self._pen = {"retention": 0.0, "update": 0.0, "anchor": 0.0, "steps": 0}
         return model
+
+    def _add_task_adapter(self, model: nn.Module, stage: Stage) -> nn.Module:
+        """Retention structure: a fresh trainable adapter for this task; every adapter active, the old frozen."""
+        name = adapter_name(stage.task_index)
+        device = next(model.parameters()).device
+        with isolated_rng(self.generator, device):  # PEFT's init must not move the global (dropout) stream
+            model = add_lora(model, lora_config(self.config, model), name)
+        old = list(self.adapters)
+        self.adapters.append(name)
+        model.base_model.set_adapter(list(self.adapters))  # LoraModel.set_adapter marks every listed one trainable
+        for prev in old:
+            for p in adapter_parameters(model, prev).values():
+                p.requires_grad_(False)
+        return model
+
+    def _remember_start(self, model: nn.Module, adapters: list[str]) -> None:
+        """The task-start factors of ``adapters`` per layer, concatenated along the rank (for the anchor)."""
+        self.pairs, self.start = [], []
+        with torch.no_grad():
+            for _, layer in lora_layers(model):
+                pairs = [(layer.lora_A[a], layer.lora_B[a]) for a in adapters if a in layer.lora_A]
+                if pairs:
+                    self.pairs.append(pairs)
+                    a0 = torch.cat([lin_a.weight.detach() for lin_a, _ in pairs], 0).clone()  # (K r, in)
+                    b0 = torch.cat([lin_b.weight.detach() for _, lin_b in pairs], 1).clone()  # (out, K r)
+                    self.start.append((a0, b0))
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         if self.bank is None:
@@ -354,17 +451,44 @@ class DEAL(ContinualMethod):
         upd = sum(p.abs().pow(cfg.b).sum() for p in self.bank.update_parameters())
         return cfg.lambda1 * ret, cfg.lambda2 * upd
 
+    def anchor_penalty(self) -> torch.Tensor | None:
+        """``μ Σ_layers ‖B'A' − B_prev A_prev‖²_F`` over the task-start adapters; None before task 2.
+
+        Per layer (adapters concatenated along the rank), with ``ΔA = A' − A_prev``, ``ΔB = B' − B_prev``:
+        ``B'A' − B_prev A_prev = B'ΔA + ΔB A_prev``, so the square is
+        ``tr(B'ᵀB' · ΔAΔAᵀ) + tr(ΔBᵀΔB · A_prev A_prevᵀ) + 2 tr(B'ᵀΔB · A_prev ΔAᵀ)``: r×r Gram matrices
+        only (never the out×in product), and exactly 0 when nothing moved (no cancellation of large terms).
+        """
+        if self.bank is None:
+            return None
+        total: torch.Tensor | float = 0.0
+        for pairs, (a0, b0) in zip(self.pairs, self.start, strict=True):
+            a1 = torch.cat([lin_a.weight for lin_a, _ in pairs], 0)  # (K r, in)
+            b1 = torch.cat([lin_b.weight for _, lin_b in pairs], 1)  # (out, K r)
+            da, db = a1 - a0, b1 - b0
+            first = ((b1.T @ b1) * (da @ da.T)).sum()
+            second = ((db.T @ db) * (a0 @ a0.T)).sum()
+            cross = ((db.T @ b1) * (a0 @ da.T)).sum()  # tr(XY) = Σ X ⊙ Yᵀ with X = B'ᵀΔB, Y = A_prev ΔAᵀ
+            total = total + first + second + 2 * cross
+        return self.config.anchor * torch.as_tensor(total)
+
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor | None:
         pen = self.penalty()
-        if pen is None or (self.config.lambda1 == 0 and self.config.lambda2 == 0):
+        cfg = self.config
+        if pen is None or (cfg.lambda1 == 0 and cfg.lambda2 == 0 and cfg.anchor == 0):
             return None
         ret, upd = pen
+        anc = self.anchor_penalty() if cfg.anchor > 0 else None
         # kept as tensors: converting here would force a device sync on every micro-batch
         self._last_pen = {"retention": ret.detach(), "update": upd.detach()}
         self._pen["retention"] += ret.detach()
         self._pen["update"] += upd.detach()
         self._pen["steps"] += 1
-        return ret + upd
+        if anc is None:
+            return ret + upd
+        self._last_pen["anchor"] = anc.detach()
+        self._pen["anchor"] = self._pen.get("anchor", 0.0) + anc.detach()
+        return ret + upd + anc
 
     # ---- after the task -----------------------------------------------------------------------
     def after_task(self, model: nn.Module, stage: Stage) -> nn.Module:
@@ -382,15 +506,16 @@ class DEAL(ContinualMethod):
         for lin in self.factors:
             parametrize.remove_parametrizations(lin, "weight", leave_parametrized=materialise)
             if materialise:
-                # the materialised A' is a transposed view into its group's stacked output: give the weight
-                # its own contiguous storage, so it computes exactly like the saved (contiguous) adapter
+                # give the materialised weight its own contiguous storage, so it computes exactly like the saved
+                # (contiguous) adapter
                 with torch.no_grad():
                     lin.weight.set_(lin.weight.detach().clone(memory_format=torch.contiguous_format))
-        for _, lin, _ in self._factor_modules(model):
-            lin.weight.requires_grad_(True)  # a plain, trainable PEFT LoRA again
+        if self.config.structure == "paper":
+            for _, lin, _ in self._factor_modules(model, [self.adapter]):
+                lin.weight.requires_grad_(True)  # a plain, trainable PEFT LoRA again
         if self.bank is not None:
             self.bank.clear()
-        self.factors, self.bank = [], None
+        self.factors, self.bank, self.pairs, self.start = [], None, [], []
         return model
 
     def _stage_stats(self, stage: Stage) -> dict[str, Any]:
@@ -401,7 +526,7 @@ class DEAL(ContinualMethod):
             kw = torch.cat([g.kernel_weight.detach().abs().flatten() for g in groups])
             shift = torch.cat([g.centre_shift.detach().abs().flatten() for g in groups])
             out_w = torch.cat([g.w2.detach().abs().flatten() for g in groups])
-        return {
+        row = {
             "stage": stage.name,
             "stage_index": stage.index,
             "wrapped_factors": len(self.factors),
@@ -415,65 +540,85 @@ class DEAL(ContinualMethod):
             "centre_shift_max_abs": float(shift.max()),
             "mlp_out_weight_max_abs": float(out_w.max()),
         }
+        if self.config.anchor > 0:
+            row["penalty_anchor_mean"] = float(self._pen.get("anchor", 0.0)) / n
+            row["penalty_anchor_last"] = float(self._last_pen.get("anchor", 0.0))
+        row["factor_change"] = self._factor_change()
+        return row
+
+    @torch.no_grad()
+    def _factor_change(self) -> dict[str, dict[str, float]]:
+        """Per factor kind (A, B): Frobenius sizes (root-sum-square over layers) of the task-start factors
+        (``start_norm``), the change of the factors the model uses (``total``), of the raw factors under the
+        modules (``raw``), of everything the modules add (``modules``), and of each module parameter's own
+        effect (``kernel_weight``, ``centre_shift``, ``w1``, ``b1``, ``w2``, ``b2``: the factor with only
+        that parameter put back at its task-start value, against the factor as it is)."""
+        assert self.bank is not None
+        sq = {kind: {"start_norm": 0.0, "total": 0.0, "raw": 0.0, "modules": 0.0} for kind in ("A", "B")}
+        for pairs, (a0, b0) in zip(self.pairs, self.start, strict=True):
+            for kind, now, start, dim in (("A", [p[0] for p in pairs], a0, 0), ("B", [p[1] for p in pairs], b0, 1)):
+                eff = torch.cat([lin.weight for lin in now], dim)
+                raw = torch.cat([_raw_weight(lin) for lin in now], dim)
+                for key, value in (("start_norm", start), ("total", eff - start), ("raw", raw - start)):
+                    sq[kind][key] += float(value.float().pow(2).sum())
+                sq[kind]["modules"] += float((eff - raw).float().pow(2).sum())
+        out = {kind: {k: math.sqrt(v) for k, v in d.items()} for kind, d in sq.items()}
+        for kind, effects in self.bank.parameter_effects().items():
+            out[kind].update(effects)
+        return out
 
     def save_task(self, model: nn.Module, stage: Stage, folder: Path) -> list[Path]:
-        # after_task already materialised Y': this is a plain PEFT LoRA
-        return [save_adapter(model, self.adapter, folder)]
+        # after_task already materialised Y': plain PEFT LoRA weights
+        if len(self.adapters) == 1:
+            return [save_adapter(model, self.adapter, folder)]
+        return [save_combined(model, self.adapters, folder)]
 
     def stats(self) -> dict[str, Any]:
         return {"stages": list(self.history)}
 
     # ---- state --------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The per-stage statistics and the running penalty sums (the modules are model tensors)."""
-        return {**history_state(self.history), **tensor_state("pen", self._pen), **tensor_state("last", self._last_pen)}
+    def state_dict(self) -> dict[str, Any]:
+        """The per-stage statistics, running penalty sums, the module generator's state and, inside a task,
+        the task-start factors (the modules themselves are model tensors)."""
+        state = stats_state(self.history, pen=self._pen, last=self._last_pen)
+        state["generator"] = self.generator.get_state()
+        if self.start:
+            state["start"] = [[a0, b0] for a0, b0 in self.start]
+        return state
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         assert self.ctx is not None  # setup() ran: the stage names come from the stream
-        self.history = history_from_state(state, self.stages(self.ctx.stream))
-        pen = from_tensor_state("pen", state)
+        optional: dict[str, Kind] = {"pen": dict, "last": dict, "generator": torch.Tensor, "start": list}
+        self.history, running = stats_from_state(
+            self.config.method_name(), state, self.stages(self.ctx.stream), optional
+        )
+        pen = running.get("pen")
         if pen:
-            self._pen = {"retention": pen["retention"], "update": pen["update"], "steps": int(pen["steps"])}
-        self._last_pen = from_tensor_state("last", state)
+            self._pen = {**pen, "steps": int(pen["steps"])}
+            self._pen.setdefault("anchor", 0.0)
+        self._last_pen = dict(running.get("last", {}))
+        if "generator" in state:  # older checkpoints: the replayed before_task calls already drew the same
+            self.generator.set_state(state["generator"])
+        if self.start and "start" in state:
+            with torch.no_grad():
+                for (a0, b0), (sa, sb) in zip(self.start, state["start"], strict=True):
+                    a0.copy_(sa)
+                    b0.copy_(sb)
 
 
-def tensor_state(prefix: str, values: dict[str, Any]) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{k}": torch.as_tensor(v).detach().clone().reshape(()) for k, v in values.items()}
+def _raw_weight(lin: nn.Module) -> torch.Tensor:
+    """The factor under the parametrization (the factor itself when it has none)."""
+    if parametrize.is_parametrized(lin, "weight"):
+        return lin.parametrizations.weight.original
+    return lin.weight
 
 
-def from_tensor_state(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    return {k.split(".", 1)[1]: v.clone() for k, v in state.items() if k.startswith(prefix + ".")}
-
-
-def history_state(history: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Per-stage numbers as ``history.<i>.<key>`` float64 scalars (a state dict holds tensors only)."""
-    out = {}
-    for i, entry in enumerate(history):
-        for key, value in entry.items():
-            if key != "stage":
-                out[f"history.{i}.{key}"] = torch.tensor(float(value), dtype=torch.float64)
-        out[f"history.{i}.stage_index"] = torch.tensor(float(entry["stage_index"]), dtype=torch.float64)
-    return out
-
-
-def history_from_state(state: dict[str, torch.Tensor], stages: list[Stage]) -> list[dict[str, Any]]:
-    """Inverse of :func:`history_state`; stage names come from ``stages``, integer fields stay integers."""
-    rows: dict[int, dict[str, Any]] = {}
-    for key, value in state.items():
-        if key.startswith("history."):
-            _, i, field_name = key.split(".", 2)
-            rows.setdefault(int(i), {})[field_name] = value.item()
-    history = []
-    for i in sorted(rows):
-        row = rows[i]
-        idx = int(row["stage_index"])
-        entry: dict[str, Any] = {"stage": stages[idx].name}
-        for key, value in row.items():
-            entry[key] = int(value) if key in _INT_STATS else bool(value) if key in _BOOL_STATS else value
-        history.append(entry)
-    return history
-
-
-#: statistics that are counts (restored as int so results.json is identical after a resume)
-_INT_STATS = {"stage_index", "wrapped_factors", "retention_params", "update_params", "wrapped_modules"}
-_BOOL_STATS = {"regularizer_applied"}
+def save_combined(model: nn.Module, adapters: list[str], folder: Path) -> Path:
+    """Save the sum of ``adapters`` as one plain PEFT LoRA (ranks concatenated; outputs unchanged)."""
+    tmp = "deal_combined"
+    model.add_weighted_adapter(adapters, [1.0] * len(adapters), tmp, combination_type="cat")
+    try:
+        return save_adapter(model, tmp, folder)
+    finally:
+        model.delete_adapter(tmp)
+        model.base_model.set_adapter(list(adapters))

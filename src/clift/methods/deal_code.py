@@ -17,6 +17,7 @@ released dead code, where it is never added).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -28,8 +29,8 @@ from torch import nn
 
 from clift.adapters import LoraFields, add_lora, lora_config, lora_layers, save_adapter
 from clift.errors import CliftError
-from clift.methods.base import ContinualMethod, MethodConfig, Stage
-from clift.methods.deal import DEAL_PRESETS, from_tensor_state, history_from_state, history_state, tensor_state
+from clift.methods.base import ContinualMethod, Kind, MethodConfig, MethodContext, Stage
+from clift.methods.deal_parts import DEAL_PRESETS, method_generator, stats_from_state, stats_state
 from clift.wavelets import haar_dwt2, haar_idwt2
 
 #: the side file (next to the PEFT adapter) holding each task's θ and MLP
@@ -90,23 +91,32 @@ class HaarGatedA(nn.Module):
         weight: the raw factor ``A`` of shape ``(r, d)`` (kept as the same ``Parameter``, trainable).
         hidden: MLP hidden width.
         mlp_init: ``kaiming`` (released) or ``identity`` (residual, zero output layer).
+        generator: where the MLP's random weights are drawn from (never the global stream); None leaves
+            them to be overwritten (a saved MLP is loaded into them).
     """
 
-    def __init__(self, weight: nn.Parameter, hidden: int, mlp_init: str) -> None:
+    def __init__(
+        self, weight: nn.Parameter, hidden: int, mlp_init: str, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__()
         r, d = weight.shape
         self.weight = weight
         self.theta = nn.Parameter(torch.ones((r + 1) // 2, (d + 1) // 2, device=weight.device, dtype=weight.dtype))
-        self.mlp_in = nn.Linear(r, hidden, device=weight.device, dtype=weight.dtype)
-        self.mlp_out = nn.Linear(hidden, r, device=weight.device, dtype=weight.dtype)
+        # created empty (nn.Linear's own init would draw from the global stream), then initialised from ``generator``
+        self.mlp_in = _empty_linear(r, hidden, weight)
+        self.mlp_out = _empty_linear(hidden, r, weight)
         self.residual = mlp_init == "identity"
-        if self.residual:
-            nn.init.zeros_(self.mlp_out.weight)
-            nn.init.zeros_(self.mlp_out.bias)
-        else:  # the release: Kaiming-uniform (ReLU gain), zero biases
-            for lin in (self.mlp_in, self.mlp_out):
-                nn.init.kaiming_uniform_(lin.weight, nonlinearity="relu")
-                nn.init.zeros_(lin.bias)
+        with torch.no_grad():
+            if self.residual:  # nn.Linear's default init for the input layer; a zero output layer
+                bound = 1.0 / math.sqrt(r)
+                self.mlp_in.weight.copy_(_uniform(self.mlp_in.weight.shape, bound, generator))
+                self.mlp_in.bias.copy_(_uniform(self.mlp_in.bias.shape, bound, generator))
+                nn.init.zeros_(self.mlp_out.weight)
+                nn.init.zeros_(self.mlp_out.bias)
+            else:  # the release: Kaiming-uniform (ReLU gain: bound sqrt(6 / fan_in)), zero biases
+                for lin in (self.mlp_in, self.mlp_out):
+                    lin.weight.copy_(_uniform(lin.weight.shape, math.sqrt(6.0 / lin.in_features), generator))
+                    nn.init.zeros_(lin.bias)
 
     def filtered_weight(self) -> torch.Tensor:
         """``A' = IDWT(θ ⊙ LL, LH, HL, HH)``, shape ``(r, d)``; θ = 1 gives ``A`` back."""
@@ -123,6 +133,19 @@ class HaarGatedA(nn.Module):
         return z + y if self.residual else y
 
 
+def _empty_linear(fan_in: int, fan_out: int, like: torch.Tensor) -> nn.Linear:
+    """An ``nn.Linear`` on ``like``'s device and dtype whose parameters are left uninitialised."""
+    lin = nn.Linear(fan_in, fan_out, device="meta")
+    return lin.to_empty(device=like.device).to(like.dtype)
+
+
+def _uniform(shape: torch.Size, bound: float, generator: torch.Generator | None) -> torch.Tensor:
+    """``U(-bound, bound)`` of ``shape`` drawn on the CPU from ``generator`` (zeros without one)."""
+    if generator is None:
+        return torch.zeros(shape)
+    return torch.empty(shape).uniform_(-bound, bound, generator=generator)
+
+
 def _norm(params: list[torch.Tensor], p: float, power: bool) -> torch.Tensor:
     """``‖concat(params)‖_p`` (or its p-th power) without concatenating."""
     s = sum(torch.linalg.vector_norm(t, ord=p) ** p for t in params)
@@ -136,6 +159,8 @@ class DEALCode(ContinualMethod):
     config_cls = DEALCodeConfig
     summary = "DEAL (released code): Haar-gated lora_A + per-token MLP, B frozen after task 1"
     adapter = "default"
+    #: the per-token MLP acts on activations: no LoRA or merged weight holds it (``clift export`` refuses)
+    mergeable = False
 
     def __init__(self, config: DEALCodeConfig) -> None:
         super().__init__(config)
@@ -145,9 +170,27 @@ class DEALCode(ContinualMethod):
         self._pen_last: torch.Tensor | float = 0.0
         self._steps = 0
         self.history: list[dict[str, Any]] = []
+        self.generator = method_generator(0, config.method_name())
+
+    def setup(self, ctx: MethodContext) -> None:
+        super().setup(ctx)
+        self.generator = method_generator(ctx.seed, self.config.method_name())
 
     def attach(self, model: nn.Module) -> nn.Module:
         return add_lora(model, lora_config(self.config, model), self.adapter)
+
+    def merge_refusal(self, run_dir: Path) -> str:
+        """Why ``clift export --merged`` cannot hold this method's final model, and what to use instead."""
+        return (
+            "deal_code cannot be merged: from task 2 on its adapter computes s·B·MLP(A'x), with a ReLU MLP "
+            "between lora_A and lora_B acting on every token's activations. A nonlinear map of activations is "
+            "not a weight matrix, so no merged weight (and no plain LoRA) reproduces the model; merging A'·B "
+            "alone would silently drop the MLP. Its per-task adapters are in "
+            f"{str(run_dir / 'adapters')!r}: load the last task's folder with "
+            "PeftModel.from_pretrained(base, folder), then "
+            "clift.methods.deal_code.restore_task_modules(model, folder) re-attaches the MLP. For a model that "
+            "merges, run `deal` (its modules materialise into plain LoRA weights after every task)."
+        )
 
     @property
     def hidden(self) -> int:
@@ -166,7 +209,7 @@ class DEALCode(ContinualMethod):
                 # carry the filtered A' of the finished task; its θ and MLP are dropped (as released)
                 with torch.no_grad():
                     weight.copy_(current.filtered_weight())
-            wrapper = HaarGatedA(weight, self.hidden, self.config.mlp_init)
+            wrapper = HaarGatedA(weight, self.hidden, self.config.mlp_init, self.generator)
             wrapper.train(current.training)
             layer.lora_A[self.adapter] = wrapper
             self.wrapped[name] = wrapper
@@ -203,6 +246,9 @@ class DEALCode(ContinualMethod):
         if self.wrapped:
             with torch.no_grad():
                 dev = torch.cat([(m.theta - 1).abs().flatten() for m in self.wrapped.values()])
+                # θ is the only module that moves a factor (A); the MLP maps activations, not weights
+                moved = sum(float((m.filtered_weight() - m.weight).pow(2).sum()) for m in self.wrapped.values())
+                norm = sum(float(m.weight.pow(2).sum()) for m in self.wrapped.values())
             self.history.append(
                 {
                     "stage": stage.name,
@@ -213,6 +259,7 @@ class DEALCode(ContinualMethod):
                     "penalty_last": float(self._pen_last),
                     "theta_minus_1_mean_abs": float(dev.mean()),
                     "theta_minus_1_max_abs": float(dev.max()),
+                    "factor_change": {"A": {"norm": math.sqrt(norm), "theta": math.sqrt(moved)}},
                 }
             )
         return model
@@ -254,17 +301,23 @@ class DEALCode(ContinualMethod):
     def stats(self) -> dict[str, Any]:
         return {"stages": list(self.history)}
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Per-stage statistics and running penalty sums (θ and the MLPs are model tensors)."""
+    def state_dict(self) -> dict[str, Any]:
+        """Per-stage statistics, running penalty sums and the module generator's state (θ and the MLPs are
+        model tensors)."""
         pen = {"sum": self._pen_sum, "last": self._pen_last, "steps": self._steps}
-        return {**history_state(self.history), **tensor_state("pen", pen)}
+        return {**stats_state(self.history, pen=pen), "generator": self.generator.get_state()}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         assert self.ctx is not None  # setup() ran: the stage names come from the stream
-        self.history = history_from_state(state, self.stages(self.ctx.stream))
-        pen = from_tensor_state("pen", state)
+        optional: dict[str, Kind] = {"pen": dict, "generator": torch.Tensor}
+        self.history, running = stats_from_state(
+            self.config.method_name(), state, self.stages(self.ctx.stream), optional
+        )
+        pen = running.get("pen")
         if pen:
             self._pen_sum, self._pen_last, self._steps = pen["sum"], pen["last"], int(pen["steps"])
+        if "generator" in state:  # older checkpoints: the replayed before_task calls already drew the same
+            self.generator.set_state(state["generator"])
 
 
 def restore_task_modules(model: nn.Module, folder: Path | str, adapter: str = "default") -> nn.Module:
