@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest:
         args.overrides = [*args.overrides, *rest]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    for noisy in ("transformers", "accelerate", "peft"):
+    for noisy in ("transformers", "accelerate", "peft", "bitsandbytes"):
         logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.ERROR)
     if not args.verbose:
         import warnings

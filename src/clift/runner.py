@@ -36,6 +36,7 @@ from clift.data.collate import PromptEncoder, TrainCollator
 from clift.data.task import Stream, Task
 from clift.errors import ConfigError, DataError, ResumeError, TrainingError
 from clift.evaluation import Evaluator
+from clift.memory import check_memory_settings, enable_gradient_checkpointing
 from clift.methods import ContinualMethod, MethodContext, Stage, build_method
 from clift.metrics import all_metrics
 from clift.models import load_model
@@ -282,6 +283,7 @@ class Runner:
 
         cfg = self.cfg
         t_start = time.time()
+        check_memory_settings(cfg)
         self.acc = make_accelerator(cfg, self.run_dir)
         old_results, ckpt = self._open_dir()
         if old_results is not None and old_results.get("status") == "complete":
@@ -352,6 +354,8 @@ class Runner:
         )
         method.setup(ctx)
         model = method.attach(model)
+        if cfg.train.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         model.to(self.acc.device)
         stages = method.stages(stream)
 
