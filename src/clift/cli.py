@@ -21,6 +21,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from clift.runner import Runner
 
     cfg = load_config(args.config, args.overrides)
+    if args.accelerate_config and not _launched():
+        return _relaunch(args, cfg.method.method_name())
     if args.quiet:
         cfg.log.progress = False
     result = Runner(cfg, force=args.force).run()
@@ -28,6 +30,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(result.table())
         print(f"run directory: {result.run_dir}")
     return 0
+
+
+def _launched() -> bool:
+    from clift.engines import launched
+
+    return launched()
+
+
+def _relaunch(args: argparse.Namespace, method_name: str) -> int:
+    """Run this same command under ``accelerate launch --config_file FILE`` (the engine is Accelerate's)."""
+    import signal
+    import subprocess
+
+    from clift.engines import launch_command, prelaunch_check
+
+    prelaunch_check(args.accelerate_config, method_name)  # refuse before any process starts
+    argv = ["run", args.config, *args.overrides] + ["--force"] * args.force + ["--quiet"] * args.quiet
+    child = subprocess.Popen(launch_command(args.accelerate_config, argv))
+    # a scheduler's SIGTERM to clift must reach the launcher, which stops its workers (else they run on)
+    signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    return child.wait()
 
 
 def _check_model_name(name: str, gguf_file: str | None) -> str:
@@ -150,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. train.lr=1e-4 order=2")
     p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars (for CI and log files)")
+    p.add_argument(
+        "--accelerate-config",
+        metavar="FILE",
+        help="run under `accelerate launch --config_file FILE` (DDP, FSDP, DeepSpeed; see README 'Scaling up')",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("validate", help="check a configuration (keys, values, data, model name) without training")

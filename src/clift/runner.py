@@ -34,6 +34,7 @@ from clift.checkpoint import (
 from clift.config import RunConfig, load_config, upgrade_config
 from clift.data.collate import PromptEncoder, TrainCollator
 from clift.data.task import Stream, Task
+from clift.engines import check_engine
 from clift.errors import ConfigError, DataError, ResumeError, TrainingError
 from clift.evaluation import Evaluator
 from clift.memory import check_memory_settings, enable_gradient_checkpointing
@@ -285,6 +286,7 @@ class Runner:
         t_start = time.time()
         check_memory_settings(cfg)
         self.acc = make_accelerator(cfg, self.run_dir)
+        self.engine = check_engine(cfg.method.method_name(), self.acc)
         old_results, ckpt = self._open_dir()
         if old_results is not None and old_results.get("status") == "complete":
             log.info("run %s is already complete; nothing to do (--force starts it over)", self.run_dir)
@@ -468,6 +470,7 @@ class Runner:
             "versions": library_versions(),
             "git": git_sha(),
             "num_processes": self.acc.num_processes,
+            "engine": self.engine.to_dict(),
             "environment": runtime_environment(self.acc.device, self.acc.num_processes, self.acc.mixed_precision),
             "config": cfg.to_dict(),
         }
