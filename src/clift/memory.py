@@ -11,6 +11,7 @@ Every default keeps the behaviour from before these knobs existed.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,6 +24,10 @@ from clift.errors import ConfigError
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 _COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 QLORA_INSTALL = "pip install 'clift[qlora]' (bitsandbytes)"
+
+# bitsandbytes (imported by PEFT whenever installed) warns at import that an optional CPU kernel package is
+# missing, even for runs that quantize nothing; its plain kernels work, so the warning only adds noise
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 @dataclass
