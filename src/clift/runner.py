@@ -37,6 +37,7 @@ from clift.data.task import Stream, Task
 from clift.engines import check_engine
 from clift.errors import ConfigError, DataError, ResumeError, TrainingError
 from clift.evaluation import Evaluator
+from clift.fanout import lock_run
 from clift.memory import check_memory_settings, enable_gradient_checkpointing
 from clift.methods import ContinualMethod, MethodContext, Stage, build_method
 from clift.metrics import all_metrics
@@ -287,8 +288,13 @@ class Runner:
         check_memory_settings(cfg)
         self.acc = make_accelerator(cfg, self.run_dir)
         self.engine = check_engine(cfg.method.method_name(), self.acc)
+        self.lock = lock_run(self.acc, self.run_dir)  # one launcher per run folder (clift.fanout)
         old_results, ckpt = self._open_dir()
+        if self.lock is not None:
+            self.lock.ensure()
         if old_results is not None and old_results.get("status") == "complete":
+            if self.lock is not None:
+                self.lock.release()
             log.info("run %s is already complete; nothing to do (--force starts it over)", self.run_dir)
             return RunResult(self.run_dir, old_results, is_main_process=self.acc.is_main_process)
         set_seed(cfg.seed)
@@ -433,6 +439,8 @@ class Runner:
                 )
         if cfg.log.tensorboard:
             self.acc.end_training()
+        if self.lock is not None:
+            self.lock.release()
         return RunResult(self.run_dir, results, model, tok, self.acc.is_main_process)
 
     def _new_results(self, cfg: RunConfig, source: str, kind: str, stream: Stream, method: ContinualMethod) -> dict:
