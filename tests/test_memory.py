@@ -135,3 +135,14 @@ def test_qlora_run_on_cpu(tmp_path, method):
     assert all(torch.isfinite(torch.tensor(_losses(res))))
     trained = [p for p in res.model.parameters() if p.requires_grad]
     assert trained and all(p.dtype == torch.float32 for p in trained)  # adapters in the compute dtype
+
+
+def test_validate_refuses_a_quantized_base_for_seq_ft(tmp_path, capsys):
+    import yaml
+
+    from clift.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model": {"name": "tiny-llama", "quantization": {"bits": 4}}, "method": "seq_ft"}))
+    assert main(["validate", str(path)]) == 2
+    assert "method 'seq_ft'" in capsys.readouterr().err

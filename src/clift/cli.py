@@ -80,6 +80,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from clift.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    from clift.memory import check_memory_settings
+
+    check_memory_settings(cfg)  # quantization × method, attention implementation × what is installed
     model_desc = _check_model_name(cfg.model.name, cfg.model.gguf_file)
     from clift.data.benchmarks import load_stream
 
