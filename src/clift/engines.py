@@ -64,7 +64,7 @@ class Engine:
 
 
 def _fsdp_engine(world_size: int, version: int, strategy: str, detail: str) -> Engine:
-    shards = strategy.upper() not in ("NO_SHARD", "5", "3")  # accelerate accepts names or 1-based numbers
+    shards = strategy.upper() not in ("NO_SHARD", "3")  # accelerate accepts names or 1-based numbers (3: NO_SHARD)
     return Engine("fsdp" if shards else "ddp", world_size, shards, shards and version == 1, detail)
 
 
