@@ -34,10 +34,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # run from a checkout without installing
 
-from clift.data.benchmarks import TaskSpec, check_labels_file, read_task_file, task_catalog  # noqa: E402
 from clift.data.carve import PACK_RULES, RULE_TEXT, carve_splits, label_counts  # noqa: E402
+from clift.data.catalog import task_catalog  # noqa: E402
 from clift.data.pack import MANIFEST, PACK_DIR, PACK_FORMAT, encode_split_rows, gzip_bytes, pack_file_name  # noqa: E402
 from clift.data.records import RecordProblems, sha256_file  # noqa: E402
+from clift.data.sources import check_labels_file, read_task_file  # noqa: E402
+from clift.data.specs import TaskSpec  # noqa: E402
 from clift.data.task import SPLITS  # noqa: E402
 from clift.io import atomic_write  # noqa: E402
 

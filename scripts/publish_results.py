@@ -22,27 +22,27 @@ from pathlib import Path
 
 from clift.io import atomic_write_json
 from clift.report import write_report
+from clift.results import RunRecord, read_record
 from clift.suite import SuiteRun, load_suite, order_dir, run_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 COPIED = ("results.json", "config.yaml", "predictions.jsonl")
 
 
-def _finished(results_file: Path) -> dict | None:
-    """A run's results dict when it is complete; None when it is missing or unfinished."""
-    if not results_file.is_file():
+def _finished(run_dir: Path) -> RunRecord | None:
+    """A run's record when it is complete; None when it is missing or unfinished."""
+    if not (run_dir / "results.json").is_file():
         return None
-    res = json.loads(results_file.read_text(encoding="utf-8"))
-    return res if res.get("status") == "complete" else None
+    record = read_record(run_dir)
+    return record if record.complete else None
 
 
-def _cell(results: dict | None) -> str:
+def _cell(record: RunRecord | None) -> str:
     """``AA / BWT`` of one finished run (``AA`` alone when BWT is undefined, ``—`` when not finished)."""
-    if results is None:
+    if record is None:
         return "—"
-    metrics = results.get("metrics", {})
-    bwt = metrics.get("bwt")
-    return f"{metrics['aa']:.1f}" + ("" if bwt is None else f" / {bwt:.1f}")
+    bwt = record.metrics.get("bwt")
+    return f"{record.metrics['aa']:.1f}" + ("" if bwt is None else f" / {bwt:.1f}")
 
 
 def per_order_table(runs: list[SuiteRun]) -> str:
@@ -51,7 +51,7 @@ def per_order_table(runs: list[SuiteRun]) -> str:
     orders = list(dict.fromkeys(order_dir(r.order) for r in runs))
     cells: dict[tuple[str, str], str] = {}
     for run in runs:
-        cells.setdefault((run.label, order_dir(run.order)), _cell(_finished(run.run_dir / "results.json")))
+        cells.setdefault((run.label, order_dir(run.order)), _cell(_finished(run.run_dir)))
     lines = ["| method | " + " | ".join(orders) + " |", "|---|" + "---|" * len(orders)]
     lines += [f"| {label} | " + " | ".join(cells[(label, o)] for o in orders) + " |" for label in labels]
     return "\n".join(lines) + "\n"
@@ -69,7 +69,7 @@ def publish(suite_file: Path, overrides: list[str], readme: Path = ROOT / "READM
     dest = ROOT / "results" / suite.name
     runs = []
     for run in suite.runs():
-        if _finished(run.run_dir / "results.json") is None:
+        if _finished(run.run_dir) is None:
             continue  # unfinished: its files would be half a run
         target = dest / "runs" / run.label / run.run_dir.name
         target.mkdir(parents=True, exist_ok=True)

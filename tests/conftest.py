@@ -1,7 +1,14 @@
-"""Shared test helpers: the fixture stream and tiny runs (CPU, seconds each)."""
+"""Shared test helpers (CPU, seconds each), imported by test modules as ``from ..conftest import ...``.
+
+* runs: :func:`fixture_stream`, :func:`tiny_config`, :func:`fresh_parameters`;
+* suites: :func:`tiny_suite` (a suite spec on the fixture benchmark), :func:`fake_results` (a hand-made
+  results.json);
+* user streams: :func:`review_rows`, :func:`write_rows`, :func:`write_stream`.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 import warnings
 from pathlib import Path
@@ -10,7 +17,9 @@ from typing import Any
 import pytest
 import torch
 
+from clift.config import ModelConfig
 from clift.data.task import Example, Stream, Task
+from clift.models import load_model
 
 FIXTURE_ROOT = Path(__file__).resolve().parents[1] / "src" / "clift" / "data" / "fixtures" / "cl_fixture"
 FIXTURE_TASKS = [("SC", "toysent"), ("TC", "toytopic"), ("NLI", "toynli")]
@@ -71,3 +80,104 @@ def tiny_config(
 @pytest.fixture
 def stream() -> Stream:
     return fixture_stream()
+
+
+def fresh_parameters(model: str = "tiny-llama") -> dict[str, torch.Tensor]:
+    """The parameters of a freshly loaded ``model``, by name (what training must or must not change)."""
+    return dict(load_model(ModelConfig(name=model)).model.named_parameters())
+
+
+# ---- suites ------------------------------------------------------------------------------------------
+
+
+def tiny_suite(out: Path, methods: list[Any], **extra: Any) -> dict[str, Any]:
+    """A suite spec on tiny-llama and two fixture tasks (2 steps per task), writing under ``out``."""
+    return {
+        "name": "t",
+        "base": {
+            "model": {"name": "tiny-llama"},
+            "data": {"benchmark": "fixture", "tasks": ["toysent", "toytopic"], "train_per_task": 8, "test_per_task": 4},
+            "train": {"max_steps": 2, "batch_size": 4, "lr": 5e-3},
+            "eval": {"mode": "rank", "batch_size": 16},
+            "log": {"progress": False},
+            "save_adapters": False,
+        },
+        "methods": methods,
+        "orders": [1],
+        "seeds": [1],
+        "output_dir": str(out),
+        **extra,
+    }
+
+
+def fake_results(
+    method: str,
+    metrics: dict[str, float | None],
+    *,
+    order: str = "o1",
+    seed: int = 1,
+    total: float = 100.0,
+    peaks: tuple[float, ...] = (1000.0,),
+    zero_shot: list[float] | None = None,
+    needs_task_id: bool = False,
+    config: dict[str, Any] | None = None,
+    status: str = "complete",
+) -> dict[str, Any]:
+    """A hand-made results.json with only the fields the suite reads."""
+    return {
+        "status": status,
+        "run": {
+            "name": f"{method}-{order}-s{seed}",
+            "method": method,
+            "model": "tiny-llama",
+            "stream": f"fixture/{order}",
+            "seed": seed,
+            "needs_task_id": needs_task_id,
+        },
+        "zero_shot": zero_shot,
+        "metrics": {"aa": None, "bwt": None, "fwt": None, "forgetting": None, **metrics},
+        "timings": {"stages": [{"peak_memory_mb": p} for p in peaks], "total_seconds": total},
+        "config": config or {},
+    }
+
+
+# ---- user streams ------------------------------------------------------------------------------------
+
+POS = ["lovely", "great", "superb", "fun", "bright", "warm"]
+NEG = ["awful", "dull", "broken", "sad", "cold", "grim"]
+
+
+def review_rows(n: int, tag: str) -> list[dict[str, str]]:
+    """``n`` distinct short reviews, alternating labels; ``tag`` keeps train and test texts apart."""
+    rows = []
+    for i in range(n):
+        good = i % 2 == 0
+        word = (POS if good else NEG)[i % 6]
+        rows.append({"text": f"the {tag} item {i} was {word}", "label": "positive" if good else "negative"})
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict], fmt: str | None = None) -> Path:
+    """Write ``rows`` as .json (indented list), .jsonl or .csv, by extension."""
+    fmt = fmt or path.suffix.lstrip(".")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "json":
+        path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    else:
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return path
+
+
+def write_stream(folder: Path, fmt: str, n_train: int = 40, n_test: int = 12, **task: object) -> Path:
+    """A one-task stream YAML whose train and test files are in format ``fmt``."""
+    write_rows(folder / f"train.{fmt}", review_rows(n_train, "train"))
+    write_rows(folder / f"test.{fmt}", review_rows(n_test, "test"))
+    entry = {"name": "reviews", "train": f"train.{fmt}", "test": f"test.{fmt}", "text_field": "text", **task}
+    path = folder / "stream.yaml"
+    path.write_text(json.dumps({"name": f"my-{fmt}", "tasks": [entry]}))  # JSON is valid YAML
+    return path

@@ -78,23 +78,63 @@ def test_override_switching_method_rejects_stale_keys():
         RunConfig.from_dict(apply_overrides({"method": {"name": "seq_lora", "r": 4}}, ["method=seq_ft"]))
 
 
-def test_override_without_equals():
-    with pytest.raises(ConfigError, match="has no '='"):
-        apply_overrides({}, ["train.lr"])
+def test_override_without_equals_or_key():
+    with pytest.raises(ConfigError, match="has no '='") as err:
+        apply_overrides({}, ["train.lr", "=3"])
+    assert len(err.value.problems) == 2 and "e.g. train.lr=1e-4" in str(err.value)
 
 
-def test_yaml_file_round_trip(tmp_path):
+def test_override_rules_named_sections_and_non_sections():
+    """The one parser's rules: a bare `model`/`method` name becomes {name: ...} when a key is set inside it;
+    any other non-mapping part is an error naming the override; `key=` sets null."""
+    raw = {"model": "tiny-llama", "method": "seq_lora", "data": "fixture", "train": {"lr": 1e-3}}
+    out = apply_overrides(raw, ["model.dtype=bfloat16", "method.r=4", "train.max_steps="])
+    assert out["model"] == {"name": "tiny-llama", "dtype": "bfloat16"}
+    assert out["method"] == {"name": "seq_lora", "r": 4}
+    assert out["train"] == {"lr": 1e-3, "max_steps": None}
+    with pytest.raises(ConfigError, match=r"override 'data.order=2': 'data' is not a section of the config"):
+        apply_overrides(raw, ["data.order=2"])
+
+
+def test_suite_overrides_use_the_same_parser_without_shorthands():
+    from clift.suite import apply_suite_overrides
+
+    raw = {"base": {"model": "tiny-llama", "train": {"lr": 1e-3}}, "seeds": [1]}
+    out = apply_suite_overrides(raw, ["seeds=[1,2]", "base.train.max_steps=2", "base.model.dtype=bfloat16"])
+    assert out["seeds"] == [1, 2] and out["base"]["train"] == {"lr": 1e-3, "max_steps": 2}
+    assert out["base"]["model"] == {"name": "tiny-llama", "dtype": "bfloat16"}
+    # the run config's shorthands are not suite keys: `lr=` stays a top-level key (and load_suite rejects it)
+    assert apply_suite_overrides({}, ["lr=0.1", "benchmark=tc"]) == {"lr": 0.1, "benchmark": "tc"}
+    with pytest.raises(ConfigError, match=r"'seeds' is not a section of the suite file") as err:
+        apply_suite_overrides(raw, ["seeds.first=3", "nothing"])
+    assert "e.g. seeds=[1,2]" in str(err.value)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_run_config_round_trips_through_a_yaml_file(name, tmp_path):
+    """Defaults → YAML file → load → equal, for every registered method (a new one is covered by registering it)."""
     cfg = RunConfig.from_dict(
         {
             "name": "x",
             "model": "tiny-t5",
-            "method": {"name": "per_task", "r": 4},
+            "method": {"name": name},
             "train": {"lr": 2e-4, "schedule": "linear"},
         }
     )
+    assert cfg.method.method_name() == name
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     again = load_config(path)
+    assert again.to_dict() == cfg.to_dict()
+    assert again.method == cfg.method and type(again.method) is METHODS.get(name).config_cls
+
+
+def test_yaml_file_round_trip_keeps_non_default_values(tmp_path):
+    cfg = RunConfig.from_dict({"method": {"name": "per_task", "r": 4}, "train": {"adam_betas": [0.8, 0.9]}})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    again = load_config(path)
+    assert again.method.r == 4 and again.train.adam_betas == (0.8, 0.9)
     assert again.to_dict() == cfg.to_dict()
 
 

@@ -13,7 +13,8 @@ import clift
 from clift.cli import main
 from clift.config import ModelConfig
 from clift.errors import CliftError
-from clift.export import export_run
+from clift.export import export_run, rebuild_final_model
+from clift.methods import METHODS
 from clift.models import load_model
 
 from .conftest import fixture_stream, tiny_config
@@ -31,12 +32,40 @@ def _run(tmp_path, method):
     return clift.run(tiny_config(tmp_path, method=method), stream=fixture_stream())
 
 
-def test_seq_lora_exports_one_adapter(tmp_path):
-    res = _run(tmp_path, "seq_lora")
-    out = export_run(res.run_dir, tmp_path / "out")
-    loaded = PeftModel.from_pretrained(load_model(ModelConfig(name="tiny-llama")).model, str(out))
-    assert torch.allclose(_logits(loaded), _logits(res.model), atol=1e-5)
-    assert json.loads((out / "clift_export.json").read_text())["layout"] == "one PEFT adapter"
+def _fast_run(tmp_path, name):
+    cfg = tiny_config(tmp_path, method=name, train={"max_steps": 2}, eval={"zero_shot": False})
+    return clift.run(cfg, stream=fixture_stream(test=4, names=["toysent", "toytopic"]))
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_rebuilds_and_exports_its_final_model(tmp_path, name):
+    """For every registered method: the model rebuilt from the run directory (structure replay + checkpoint)
+    is the trained one, and each export form either reproduces its outputs or is refused with a CliftError
+    that names what to use instead."""
+    res = _fast_run(tmp_path, name)
+    rebuilt = rebuild_final_model(res.run_dir)
+    assert rebuilt.record.complete and rebuilt.record.tasks == ["toysent", "toytopic"]
+    assert torch.equal(_logits(rebuilt.model), _logits(res.model))
+    refusals = []
+    for mode in ("adapter", "merged"):
+        try:
+            out = export_run(res.run_dir, tmp_path / mode, mode=mode)
+        except CliftError as err:
+            refusals.append(str(err))
+            continue
+        layout = json.loads((out / "clift_export.json").read_text())["layout"]
+        if layout == "one PEFT adapter":
+            model = PeftModel.from_pretrained(load_model(ModelConfig(name="tiny-llama")).model, str(out))
+        elif mode == "merged":
+            model = AutoModelForCausalLM.from_pretrained(str(out))
+        else:  # one adapter per task: checked for per_task below
+            assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["toysent", "toytopic"]
+            continue
+        assert torch.allclose(_logits(model), _logits(res.model), atol=1e-5), mode
+    if len(refusals) == 2:  # neither form can hold the model: the message points at the per-task adapters
+        assert all("adapters are in" in r for r in refusals), refusals
+    else:
+        assert all("--merged" in r for r in refusals), refusals
 
 
 def test_inc_lora_adapters_are_combined_into_one(tmp_path):
@@ -46,14 +75,6 @@ def test_inc_lora_adapters_are_combined_into_one(tmp_path):
     assert cfg["r"] == 3 * 8  # three rank-8 task adapters concatenated
     loaded = PeftModel.from_pretrained(load_model(ModelConfig(name="tiny-llama")).model, str(out))
     assert torch.allclose(_logits(loaded), _logits(res.model), atol=1e-5)
-
-
-def test_merged_export_is_a_plain_transformers_model(tmp_path):
-    res = _run(tmp_path, "inc_lora")
-    out = export_run(res.run_dir, tmp_path / "merged", mode="merged")
-    plain = AutoModelForCausalLM.from_pretrained(str(out))
-    assert not isinstance(plain, PeftModel)
-    assert torch.allclose(_logits(plain), _logits(res.model), atol=1e-5)
 
 
 def test_full_finetuning_needs_merged(tmp_path, capsys):

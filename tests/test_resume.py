@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
 import clift
 from clift.checkpoint import join_state, set_rng_state, split_state
+from clift.config import RunConfig
 from clift.errors import ResumeError
+from clift.methods import METHODS, build_method
 
 from .conftest import fixture_stream, tiny_config
 
@@ -57,41 +61,82 @@ def _crash_at(monkeypatch, stage_index: int, step: int):
     monkeypatch.setattr(Runner, "train_stage", wrapped)
 
 
-# checkpoints every 2 steps: a crash after step 3 resumes from step 2, after step 5 from step 4
-@pytest.mark.parametrize(
-    ("method", "crash_step"),
-    [
-        ("seq_lora", 3),
-        ("seq_lora", 5),
-        ("inc_lora", 3),
-        ("per_task", 5),
-        ("seq_ft", 3),
-        ({"name": "olora", "lambda2": 0.01}, 3),  # earlier A's are loaded after before_task
-        ({"name": "ewc", "fisher_samples": 4}, 1),  # from the task boundary: Fisher and anchor restored
-        ({"name": "lwf"}, 3),  # the teacher snapshot is restored
-        ({"name": "replay", "memory_per_task": 4}, 3),  # the memory is restored
-        ({"name": "galore", "galore_rank": 4, "update_proj_gap": 4}, 3),  # projector state and per-task delta norms
-    ],
-    ids=lambda v: v["name"] if isinstance(v, dict) else str(v),
-)
-def test_resume_mid_task_equals_uninterrupted(tmp_path, monkeypatch, method, crash_step):
+# Small settings that keep a method fast on tiny-llama; a method not listed runs with its defaults, so a
+# newly registered method gets a resume test without anyone adding it here.
+FAST_SETTINGS: dict[str, dict] = {
+    "olora": {"lambda2": 0.01},  # earlier A's are loaded after before_task
+    "ewc": {"fisher_samples": 4},  # Fisher and anchor restored
+    "replay": {"memory_per_task": 4},  # the memory is restored
+    "galore": {"galore_rank": 4, "update_proj_gap": 4},  # projector state and per-task delta norms
+}
+RESUME_TASKS = ["toysent", "toytopic"]
+
+
+def _stage_count(method: dict) -> int:
+    cfg = RunConfig.from_dict(tiny_config(Path("unused"), method=method))
+    return len(build_method(cfg.method).stages(fixture_stream(names=RESUME_TASKS)))
+
+
+def _check_resume(tmp_path, monkeypatch, method: dict, crash_step: int) -> None:
+    """Crash after optimizer step ``crash_step`` of the last stage; the rerun must equal an uninterrupted run."""
     sections = {"train": {"max_steps": 6, "checkpoint_every": 2, "lr": 2e-3}}
-    reference = clift.run(tiny_config(tmp_path / "ref", method=method, **sections), stream=fixture_stream())
+    stream = fixture_stream(test=6, names=RESUME_TASKS)
+    last = _stage_count(method) - 1
+    reference = clift.run(tiny_config(tmp_path / "ref", method=method, **sections), stream=stream)
     cfg = tiny_config(tmp_path / "crash", method=method, **sections)
-    _crash_at(monkeypatch, stage_index=1, step=crash_step)
+    _crash_at(monkeypatch, stage_index=last, step=crash_step)
     with pytest.raises(Crash):
-        clift.run(cfg, stream=fixture_stream())
+        clift.run(cfg, stream=stream)
     partial = json.loads((tmp_path / "crash" / "run" / "results.json").read_text())
-    assert partial["status"] == "running" and len(partial["matrix"]) == 1  # task 1 kept
+    assert partial["status"] == "running" and len(partial["matrix"]) == last  # earlier stages kept
     state = json.loads((tmp_path / "crash" / "run" / "checkpoint" / "state.json").read_text())
-    assert (state["stage"], state["step"]) == (1, crash_step - 1)
-    resumed = clift.run(cfg, stream=fixture_stream())
-    assert resumed.results["resumes"] == [{"stage": 1, "step": state["step"]}]
+    resumed_from = crash_step - crash_step % 2  # checkpoints every 2 steps
+    assert (state["stage"], state["step"]) == (last, resumed_from)
+    resumed = clift.run(cfg, stream=stream)
+    assert resumed.results["resumes"] == [{"stage": last, "step": resumed_from}]
     t = resumed.results["timings"]
-    assert t["total_seconds"] >= t["total_seconds_before_resume"] >= t["stages"][0]["train_seconds"] > 0
+    assert t["total_seconds"] >= t["total_seconds_before_resume"] >= t["zero_shot_seconds"] > 0
     assert _stable(resumed.results) == _stable(reference.results)
     for (n, p), (_, q) in zip(reference.model.named_parameters(), resumed.model.named_parameters(), strict=True):
         assert torch.equal(p, q), n
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_resumes_mid_stage_equal_to_uninterrupted(tmp_path, monkeypatch, name):
+    # a crash after step 3 resumes from the step-2 checkpoint
+    _check_resume(tmp_path, monkeypatch, {"name": name, **FAST_SETTINGS.get(name, {})}, crash_step=3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "crash_step"),
+    [("seq_lora", 5), ("ewc", 1), ("per_task", 1)],  # a later checkpoint; resuming from the stage boundary
+)
+def test_resume_from_other_checkpoints(tmp_path, monkeypatch, name, crash_step):
+    _check_resume(tmp_path, monkeypatch, {"name": name, **FAST_SETTINGS.get(name, {})}, crash_step)
+
+
+OLD_RUN = Path(__file__).parent / "fixtures" / "old_run_mid_stage"
+
+
+@pytest.mark.slow
+def test_a_run_made_by_the_previous_version_resumes(tmp_path):
+    """``fixtures/old_run_mid_stage`` was written by clift before the lifecycle / RunRecord restructuring
+    (inc_lora on the fixture benchmark, SIGKILLed after step 5 of stage 2, last checkpoint at step 4).
+    Resuming it with this version must finish equal to a run made from scratch."""
+    import yaml
+
+    stored = yaml.safe_load((OLD_RUN / "config.yaml").read_text())
+    run_dir = tmp_path / "old"
+    shutil.copytree(OLD_RUN, run_dir)
+    resumed = clift.run({**stored, "output_dir": str(run_dir)})
+    reference = clift.run({**stored, "output_dir": str(tmp_path / "ref")})
+    assert resumed.results["resumes"] == [{"stage": 1, "step": 4}]
+    a, b = _stable(resumed.results), _stable(reference.results)
+    for r in (a, b):
+        r["data"].pop("folder")  # where the fixture benchmark lived when the run was made
+        r.pop("environment")
+    assert a == b
 
 
 def test_crash_before_first_checkpoint_keeps_zero_shot_row(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ import yaml
 
 from clift.errors import ConfigError, ResumeError, TrainingError
 from clift.methods import METHODS
+from clift.results import RunRecord
 from clift.suite import (
     add_compare_parser,
     aggregate,
@@ -20,6 +21,7 @@ from clift.suite import (
     format_table,
     load_suite,
     order_dir,
+    peak_memory_mb,
     run_suite,
 )
 
@@ -114,6 +116,25 @@ def test_aggregate_hand_made_results_into_the_expected_table():
         aggregate([fake_results("x", {}, status="running")])
     with pytest.raises(ValueError, match="one label per run"):
         aggregate(results, ["a"])
+
+
+def test_aggregate_reads_run_records_and_mappings_alike():
+    results, labels = hand_made_set()
+    records = [RunRecord.from_json(json.dumps(r)) for r in results]
+    assert aggregate(records, labels) == aggregate(results, labels)
+    assert peak_memory_mb(records[0]) == 1200.0 and peak_memory_mb({"timings": {"stages": []}}) is None
+
+
+def test_plan_refuses_an_unreadable_results_file(tmp_path):
+    spec = _tiny_suite(tmp_path / "suite", ["seq_lora"])
+    run = load_suite(spec).runs()[0]
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "results.json").write_text('{"status": "complete", "run": {"seed": "one"}}')
+    with pytest.raises(ResumeError, match=r"results.json' cannot be read .*run\.seed.*delete that run directory"):
+        run_suite(spec, isolation="inline", dry_run=True)
+    (run.run_dir / "results.json").write_text("{not json")
+    with pytest.raises(ResumeError, match="cannot be read"):
+        run_suite(spec, isolation="inline", dry_run=True)
 
 
 def test_markdown_flags_wall_times_from_different_thread_counts():
@@ -243,7 +264,7 @@ def test_process_isolation_runs_each_config_through_the_cli(tmp_path, monkeypatc
         stdout.write("fake child output\nlast line\n")
         return subprocess.CompletedProcess(cmd, code)
 
-    monkeypatch.setattr("clift.suite.subprocess.run", fake_run)
+    monkeypatch.setattr("clift.suite.execute.subprocess.run", fake_run)
     spec = _tiny_suite(tmp_path / "suite", ["seq_lora"])
     spec["base"]["data"]["tasks"] = ["toysent"]
     calls_fail = True

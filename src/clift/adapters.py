@@ -61,6 +61,11 @@ class LoraFields:
         return p
 
 
+def base_model_of(model: nn.Module) -> nn.Module:
+    """The transformers model under a ``PeftModel`` (or ``model`` itself)."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
 def linear_layer_names(model: nn.Module) -> list[str]:
     """Short names of the model's Linear layers, seeing through PEFT tuner layers that wrap them."""
     tuners = [n for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
@@ -100,7 +105,7 @@ def resolve_target_modules(model: nn.Module, targets: list[str] | None) -> list[
 
 def lora_config(fields: LoraFields, model: nn.Module, **extra) -> LoraConfig:
     """A PEFT ``LoraConfig`` from ``fields`` (target modules validated against ``model``)."""
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    base = base_model_of(model)
     kind = "SEQ_2_SEQ_LM" if getattr(base.config, "is_encoder_decoder", False) else "CAUSAL_LM"
     return LoraConfig(
         r=fields.r,

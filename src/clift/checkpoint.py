@@ -7,12 +7,14 @@ new checkpoint, never a mix::
     state.json             where we are (next stage, optimizer steps done in it), losses so far, RNG
                            states of python/numpy, and the JSON half of every nested state below
     model.safetensors      the tracked model tensors (adapters, and any base weight that ever trained)
-    method.safetensors     the method's ``state_dict()`` (bases, Fisher, anchors, memories, …)
+    method.safetensors     the tensors of the method's ``state_dict()`` (bases, Fisher, anchors, …)
     optimizer.safetensors  mid-stage only: the optimizer's and scheduler's tensors
     rng.safetensors        torch CPU (and CUDA) generator states, of every process when there are several
 
-Nested states (an optimizer ``state_dict()``) are split by :func:`split_state` into a tensor dict and a
-JSON skeleton with ``{"__tensor__": key}`` placeholders, and rebuilt by :func:`join_state`.
+Nested states (a method's or an optimizer's ``state_dict()``: dicts, lists, tuples, numbers, strings,
+None and tensors) are split by :func:`split_state` into a tensor dict and a JSON skeleton with
+``{"__tensor__": key}`` placeholders, and rebuilt by :func:`join_state`; numbers travel as JSON, so
+floats (NaN and infinities included) come back exactly.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from clift.errors import ResumeError
@@ -52,7 +55,10 @@ def split_state(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor
 
     def walk(x: Any, path: str) -> Any:
         if isinstance(x, torch.Tensor):
-            key = path or "_"
+            key = base = path or "_"
+            n = 1
+            while key in tensors:  # {"a.b": t, "a": {"b": u}} would otherwise give both the key "a.b"
+                key, n = f"{base}#{n}", n + 1
             tensors[key] = x.detach().cpu().clone().contiguous()
             return {_TENSOR: key}
         if isinstance(x, np.ndarray):
@@ -62,7 +68,7 @@ def split_state(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor
         if isinstance(x, dict):
             out = {}
             for k, v in x.items():
-                if not isinstance(k, (str, int)):
+                if not isinstance(k, (str, int)) or isinstance(k, bool):
                     raise TypeError(f"state key {k!r} at {path or '<root>'} is not a string or integer.")
                 # JSON object keys are strings: remember integer keys (optimizer param ids)
                 out[f"{'i:' if isinstance(k, int) else 's:'}{k}"] = walk(v, f"{path}.{k}" if path else str(k))
@@ -82,15 +88,25 @@ def split_state(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor
 
 
 def join_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    """Inverse of :func:`split_state`."""
+    """Inverse of :func:`split_state`.
+
+    Raises:
+        ValueError: for a skeleton :func:`split_state` cannot have written: a placeholder naming a tensor
+            that ``tensors`` lacks, or a mapping key without its ``s:`` / ``i:`` type tag.
+    """
     if isinstance(skeleton, dict):
         if set(skeleton) == {_TENSOR}:
-            return tensors[skeleton[_TENSOR]]
+            key = skeleton[_TENSOR]
+            if key not in tensors:
+                raise ValueError(f"the state names tensor {key!r}, which its safetensors file does not hold")
+            return tensors[key]
         if set(skeleton) == {_TUPLE}:
             return tuple(join_state(v, tensors) for v in skeleton[_TUPLE])
         out = {}
         for k, v in skeleton.items():
-            kind, _, name = k.partition(":")
+            kind, sep, name = k.partition(":")
+            if not sep or kind not in ("i", "s") or (kind == "i" and not name.lstrip("-").isdigit()):
+                raise ValueError(f"state key {k!r} lacks its type tag ('s:<name>' or 'i:<integer>')")
             out[int(name) if kind == "i" else name] = join_state(v, tensors)
         return out
     if isinstance(skeleton, list):
@@ -133,7 +149,7 @@ class Checkpoint:
         stage: index of the stage to run next (== number of completed stages) …
         step: … and the optimizer steps already done in it (0 at a stage boundary).
         model: tracked model tensors by parameter/buffer name.
-        method: the method's ``state_dict()``.
+        method: the method's ``state_dict()`` (nested: see :func:`split_state`).
         optimizer / scheduler: their ``state_dict()`` (mid-stage only).
         losses / extra_losses / skipped: the stage's training log so far (mid-stage only).
         rng: (json part, tensor part) of the generator states (of the main process).
@@ -147,7 +163,7 @@ class Checkpoint:
     stage: int
     step: int
     model: dict[str, torch.Tensor]
-    method: dict[str, torch.Tensor]
+    method: dict[str, Any]
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
     losses: list[float] = field(default_factory=list)
@@ -256,7 +272,7 @@ def load_checkpoint(folder: Path) -> Checkpoint:
                 (part, {k.split(".", 1)[1]: v for k, v in rng_t.items() if k.startswith(f"rank{i}.")})
                 for i, part in enumerate(state["rng_ranks"])
             ]
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
         raise ResumeError(
             f"the checkpoint in {str(folder)!r} is unreadable ({err}); rerun with --force to start the run over."
         ) from None

@@ -26,7 +26,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.quiet:
         cfg.log.progress = False
     result = Runner(cfg, force=args.force).run()
-    if result.results.get("status") == "complete" and result.is_main_process:
+    if result.record.complete and result.is_main_process:
         print(result.table())
         print(f"run directory: {result.run_dir}")
     return 0

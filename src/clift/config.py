@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,207 +21,11 @@ import yaml
 from clift.errors import ConfigError
 from clift.io import read_yaml
 from clift.memory import QuantizationConfig
+from clift.schema import Validated, build_dataclass, to_dict
+from clift.schema import check as _check
 
-# --------------------------------------------------------------------------------------------------
-# Generic dataclass <-> dict machinery
-# --------------------------------------------------------------------------------------------------
-
-
-class _Missing:
-    pass
-
-
-def _is_dataclass_type(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin in (list, tuple, Sequence):
-        args = typing.get_args(tp)
-        return f"list of {_type_name(args[0])}" if args else "list"
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
-    """Convert ``value`` to type ``tp`` or record a problem (and return the value unchanged)."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            trial: list[str] = []
-            out = _coerce(value, arg, where, trial)
-            if not trial:
-                return out
-        problems.append(f"{where}: got {value!r}, expected {_type_name(tp)}.")
-        return value
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value in allowed:
-            return value
-        # YAML reads `no` as False and numbers as ints; accept their string forms for string literals
-        for a in allowed:
-            if isinstance(a, str) and str(value).lower() == a.lower():
-                return a
-            if value is False and a == "no":
-                return a
-        problems.append(f"{where}: got {value!r}; allowed values: {', '.join(repr(a) for a in allowed)}.")
-        return value
-    if origin in (list, tuple, Sequence):
-        (inner, *_rest) = typing.get_args(tp) or (Any,)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            problems.append(f"{where}: got {value!r}, expected a list.")
-            return value
-        items = [_coerce(v, inner, f"{where}[{i}]", problems) for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict or tp is dict:
-        if not isinstance(value, Mapping):
-            problems.append(f"{where}: got {value!r}, expected a mapping.")
-            return value
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        problems.append(f"{where}: got {value!r}, expected true or false.")
-        return value
-    if tp is int:
-        if isinstance(value, bool):
-            problems.append(f"{where}: got {value!r}, expected an integer.")
-            return value
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                try:
-                    f = float(value)
-                    if f.is_integer():
-                        return int(f)
-                except ValueError:
-                    pass
-        problems.append(f"{where}: got {value!r}, expected an integer.")
-        return value
-    if tp is float:
-        if isinstance(value, bool):
-            problems.append(f"{where}: got {value!r}, expected a number.")
-            return value
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        problems.append(f"{where}: got {value!r}, expected a number.")
-        return value
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        problems.append(f"{where}: got {value!r}, expected a string.")
-        return value
-    if _is_dataclass_type(tp):
-        return build_dataclass(tp, value, where, problems)
-    return value
-
-
-def field_help(cls: type) -> dict[str, str]:
-    """``{field: help text}`` from each field's ``metadata["help"]``."""
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
-
-
-def build_dataclass(cls: type, data: Any, where: str, problems: list[str]) -> Any:
-    """Instantiate dataclass ``cls`` from a mapping, recording every problem in ``problems``.
-
-    Unknown keys are reported with the list of allowed keys. ``__post_init__`` validation errors
-    (:class:`ConfigError`) are collected too, prefixed with ``where``.
-    """
-    if isinstance(data, cls):
-        return data
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        problems.append(f"{where or 'config'}: got {data!r}, expected a mapping of keys to values.")
-        return None
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = [k for k in data if k not in fields]
-    for key in unknown:
-        import difflib
-
-        close = difflib.get_close_matches(str(key), list(fields), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        full = f"{where}.{key}" if where else str(key)
-        allowed = list(fields) + list(getattr(cls, "_EXTRA_KEYS", ()))
-        problems.append(
-            f"unknown key {full!r}.{hint} Allowed keys in {where or 'the top level'}: {', '.join(allowed)}."
-        )
-    kwargs = {}
-    n_before = len(problems)
-    for name, value in data.items():
-        if name in fields:
-            sub = f"{where}.{name}" if where else name
-            kwargs[name] = _coerce(value, hints[name], sub, problems)
-    if len(problems) > n_before:
-        return None
-    try:
-        return cls(**kwargs)
-    except ConfigError as err:
-        problems.extend(p if not where or p.startswith(where) else f"{where}: {p}" for p in err.problems)
-        return None
-
-
-def to_dict(obj: Any) -> Any:
-    """A plain, YAML/JSON-ready copy of a config dataclass (tuples become lists)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out = {}
-        if hasattr(obj, "method_name"):
-            out["name"] = obj.method_name()
-        for f in dataclasses.fields(obj):
-            if f.init:
-                out[f.name] = to_dict(getattr(obj, f.name))
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    return obj
-
-
-def _check(problems: list[str], cond: bool, message: str) -> None:
-    if not cond:
-        problems.append(message)
-
-
-class Validated:
-    """Mixin: ``__post_init__`` calls ``problems()`` and raises one :class:`ConfigError` with all of them."""
-
-    def problems(self) -> list[str]:
-        return []
-
-    def __post_init__(self) -> None:
-        found = self.problems()
-        if found:
-            raise ConfigError(found)
-
+# the generic machinery moved to clift.schema; these names stay importable from here
+from clift.schema import field_help as field_help
 
 # --------------------------------------------------------------------------------------------------
 # Sections
@@ -456,6 +258,8 @@ SHORTHANDS = {
     "test_per_task": "data.test_per_task",
     "lr": "train.lr",
     "epochs": "train.epochs",
+    "model": "model.name",
+    "method": "method.name",
 }
 
 
@@ -541,40 +345,63 @@ class _RunFields:
     log: LogConfig = field(default_factory=LogConfig)
 
 
-def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``dotted.key=value`` overrides to a raw config mapping (values parsed as YAML).
+#: sections whose short form is their name (`model: tiny-llama`, `method: seq_ft`), at any depth
+NAMED_SECTIONS = ("model", "method")
+
+
+def apply_overrides(
+    raw: Mapping[str, Any],
+    overrides: Sequence[str],
+    *,
+    shorthands: Mapping[str, str] | None = None,
+    example: str = "train.lr=1e-4",
+    what: str = "the config",
+) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides to a raw mapping (values parsed as YAML): the one override parser.
+
+    Used for run configs (``clift run c.yaml train.lr=1e-4``) and suite files (``clift compare s.yaml
+    seeds=[1,2] base.train.max_steps=2``). The rules, the same for both:
+
+    * a key is first looked up in ``shorthands`` as a whole (``benchmark`` → ``data.benchmark``);
+    * each dotted part but the last names a section; a missing one is created;
+    * a ``model`` or ``method`` section written as a bare name (``method: seq_lora``) becomes ``{name: ...}``
+      when a key is set inside it (``method.r=4``); any other part that holds a non-mapping is an error;
+    * an empty value (``key=``) sets null; an empty key or a missing ``=`` is an error.
 
     Args:
         raw: the mapping read from YAML (not modified).
-        overrides: strings such as ``train.lr=1e-4``, ``method.name=per_task`` or a shorthand
-            (``benchmark=standard-proxy``, ``order=2``, ``method=seq_ft``, ``model=tiny-t5``).
+        overrides: strings such as ``train.lr=1e-4``, ``method.name=per_task`` or a shorthand.
+        shorthands: whole-key aliases; default :data:`SHORTHANDS` (``benchmark=standard-proxy``,
+            ``order=2``, ``method=seq_ft``, ``model=tiny-t5``, ...); pass ``{}`` for none (suite files).
+        example: an override of this kind, quoted in the message for a malformed one.
+        what: how messages name the mapping ("the config", "the suite file").
+
+    Returns:
+        A deep copy of ``raw`` with the overrides applied, in order.
 
     Raises:
-        ConfigError: for an override without ``=``.
+        ConfigError: listing every malformed override (no ``=``, an empty key, a part that is not a section).
     """
-    out = copy.deepcopy(raw)
+    aliases = SHORTHANDS if shorthands is None else shorthands
+    out = copy.deepcopy(dict(raw))
     problems = []
     for item in overrides:
-        if "=" not in item:
-            problems.append(f"override {item!r} has no '='; write key=value, e.g. train.lr=1e-4.")
-            continue
-        key, _, text = item.partition("=")
+        key, sep, text = item.partition("=")
         key = key.strip()
-        value = yaml.safe_load(text) if text.strip() else None
-        if key in ("method", "model"):
-            key = f"{key}.name"
-        key = SHORTHANDS.get(key, key)
-        parts = key.split(".")
-        node = out
+        if not sep or not key:
+            problems.append(f"override {item!r} has no '=' after a key; write key=value, e.g. {example}.")
+            continue
+        parts = aliases.get(key, key).split(".")
+        node: Any = out
         for part in parts[:-1]:
-            if isinstance(node.get(part), str):
+            if part in NAMED_SECTIONS and isinstance(node.get(part), str):
                 node[part] = {"name": node[part]}
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                problems.append(f"override {item!r}: {part!r} is not a section.")
+                problems.append(f"override {item!r}: {part!r} is not a section of {what}.")
                 break
         else:
-            node[parts[-1]] = value
+            node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
     if problems:
         raise ConfigError(problems)
     return out

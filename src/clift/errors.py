@@ -50,3 +50,24 @@ class TrainingError(CliftError, RuntimeError):
 
 class ResumeError(CliftError, RuntimeError):
     """An existing run directory cannot be resumed with the given configuration."""
+
+
+class MethodStateError(ResumeError):
+    """A method's checkpointed state does not fit the method.
+
+    The message names the method, the offending key, what was expected there and the fix, so every
+    method reports a bad state the same way.
+
+    Args:
+        method: the method's registered name (``gorp``, ``ewc``, …).
+        key: where in the state the problem is (``bases.lora_A``, ``fisher``, ``<root>``).
+        expected: what that key should hold.
+        fix: what to change; by default, resume with the same method config or start over.
+    """
+
+    DEFAULT_FIX = "resume with the same method config, or rerun with --force to start the run over."
+
+    def __init__(self, method: str, key: str, expected: str, fix: str | None = None) -> None:
+        self.method, self.key, self.expected = method, key, expected
+        self.fix = fix or self.DEFAULT_FIX
+        super().__init__(f"{method} state, key {key!r}: expected {expected}; {self.fix}")

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from peft import PeftModel
 from torch import nn
 
@@ -30,9 +29,10 @@ from clift.config import load_config
 from clift.data.task import Stream, Task
 from clift.errors import CliftError
 from clift.io import atomic_write_json
-from clift.methods import MethodContext, build_method
+from clift.lifecycle import make_context, rebuild
+from clift.methods import ContinualMethod
 from clift.models import load_model
-from clift.results import read_results
+from clift.results import ADAPTERS_DIR, CONFIG_FILE, RESULTS_FILE, RunRecord, read_record
 
 COMBINED = "combined"
 
@@ -45,75 +45,66 @@ class Rebuilt:
         model: the model (a ``PeftModel`` for adapter methods), in eval mode.
         tokenizer: its tokenizer.
         method: the method instance, with its state loaded.
-        results: the run's results.json.
+        record: the run's results.json.
         base_changed: whether any base-model weight was trained (so no adapter can hold the model).
     """
 
     model: nn.Module
     tokenizer: Any
-    method: Any
-    results: dict[str, Any]
+    method: ContinualMethod
+    record: RunRecord
     base_changed: bool
 
 
 def rebuild_final_model(run_dir: str | Path) -> Rebuilt:
-    """The final model of a complete run, rebuilt from its directory.
+    """The final model of a complete run, rebuilt from its directory (see :mod:`clift.lifecycle`).
 
     Raises:
         CliftError: if the run is not complete or has no final checkpoint.
+        ResumeError: if the checkpoint does not fit the rebuilt model.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "results.json").is_file():
+    if not (run_dir / RESULTS_FILE).is_file():
         raise CliftError(
-            f"{str(run_dir)!r} is not a run directory (no results.json); give the folder `clift run` wrote."
+            f"{str(run_dir)!r} is not a run directory (no {RESULTS_FILE}); give the folder `clift run` wrote."
         )
-    results = read_results(run_dir)
-    if results.get("status") != "complete":
+    record = read_record(run_dir)
+    if not record.complete:
         raise CliftError(
-            f"run {str(run_dir)!r} is not complete ({len(results.get('matrix', []))} stage(s) done); rerun "
+            f"run {str(run_dir)!r} is not complete ({len(record.matrix)} stage(s) done); rerun "
             "`clift run` on it to finish, then export."
         )
     folder = find_checkpoint(run_dir)
     if folder is None:
         raise CliftError(f"run {str(run_dir)!r} has no checkpoint folder; it was written by an older clift or deleted.")
     ckpt = load_checkpoint(folder)
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_config(run_dir / CONFIG_FILE)
     loaded = load_model(cfg.model)
     model = loaded.model
-    base_ids = {id(p) for p in model.parameters()}
     # structure replay needs task names and label sets only, not the data
-    stream = Stream(
-        results["run"]["stream"],
-        [Task(name, "", "", ()) for name in results["tasks"]],
-    )
-    method = build_method(cfg.method)
-    method.setup(
-        MethodContext(
-            kind=loaded.kind,
-            model_type=getattr(model.config, "model_type", ""),
-            tokenizer=loaded.tokenizer,
-            stream=stream,
-            run_dir=run_dir,
-            train=cfg.train,
-            seed=cfg.seed,
-            device=next(model.parameters()).device,
-        )
-    )
-    model = method.attach(model)
-    for stage in method.stages(stream):
-        model = method.before_task(model, stage)
-        model = method.restore_task(model, stage)
-    named = {**dict(model.named_buffers()), **dict(model.named_parameters())}
-    missing = sorted(set(ckpt.model) - set(named))
-    if missing:
-        raise CliftError(f"the run's checkpoint does not fit the rebuilt model (first unknown tensor {missing[0]!r}).")
-    with torch.no_grad():
-        for name, value in ckpt.model.items():
-            named[name].copy_(value)
-    method.load_state_dict(ckpt.method)
+    stream = Stream(record.run.stream, [Task(name, "", "", ()) for name in record.tasks])
+    device = next(model.parameters()).device
+    ctx = make_context(cfg, model, loaded.tokenizer, loaded.kind, stream, run_dir, device)
+    method, model, trained = rebuild(cfg, model, ctx, None, ckpt.model, ckpt.method)
     model.eval()
-    changed = any(id(p) in base_ids for n, p in model.named_parameters() if n in ckpt.model)
-    return Rebuilt(model, loaded.tokenizer, method, results, changed)
+    return Rebuilt(model, loaded.tokenizer, method, record, bool(trained))
+
+
+def _plain_lora(method: ContinualMethod, model: nn.Module) -> bool:
+    """Whether every LoRA factor is a plain linear map, so PEFT's LoRA format (and merging) can hold the model.
+
+    A method may put its own modules into PEFT's ``lora_A`` / ``lora_B`` slots (DEAL's MLP filter); PEFT
+    would save their tensors under LoRA names and load them as something else. A method can also declare
+    ``mergeable = False``.
+    """
+    if not getattr(method, "mergeable", True):
+        return False
+    for module in model.modules():
+        for slot in ("lora_A", "lora_B"):
+            factors = getattr(module, slot, None)
+            if isinstance(factors, nn.ModuleDict) and any(type(m) is not nn.Linear for m in factors.values()):
+                return False
+    return True
 
 
 def export_run(
@@ -136,13 +127,13 @@ def export_run(
     if mode not in ("adapter", "merged"):
         raise CliftError(f"export mode {mode!r} is unknown; use 'adapter' or 'merged'.")
     rebuilt = rebuild_final_model(run_dir)
-    model, tok, method, results = rebuilt.model, rebuilt.tokenizer, rebuilt.method, rebuilt.results
-    name = results["run"]["method"]
+    model, tok, method, record = rebuilt.model, rebuilt.tokenizer, rebuilt.method, rebuilt.record
+    name = record.run.method
     out = Path(out) if out is not None else Path(run_dir) / f"export-{mode}"
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    info: dict[str, Any] = {"run_dir": str(run_dir), "method": name, "mode": mode, "tasks": results["tasks"]}
+    info: dict[str, Any] = {"run_dir": str(run_dir), "method": name, "mode": mode, "tasks": record.tasks}
     if mode == "adapter":
         if not isinstance(model, PeftModel):
             raise CliftError(f"method {name!r} trains the model's own weights, so there is no adapter; use --merged.")
@@ -151,16 +142,17 @@ def export_run(
                 f"method {name!r} also changed base weights (full-rank updates), which an adapter cannot hold; "
                 "use --merged."
             )
-        if not getattr(method, "mergeable", True):
+        if not _plain_lora(method, model):
             raise CliftError(
-                f"method {name!r} has modules a plain LoRA cannot express; its per-task adapters are in "
-                f"{str(Path(run_dir) / 'adapters')!r}."
+                f"method {name!r} has modules a plain LoRA cannot express, so neither an adapter nor a merged "
+                f"model can hold it; its per-task adapters are in "
+                f"{str(Path(run_dir) / ADAPTERS_DIR)!r}."
             )
         if method.needs_task_id:
             # no single final model exists: each task keeps its own adapter
             from clift.adapters import save_adapter
 
-            for index, task in enumerate(results["tasks"]):
+            for index, task in enumerate(record.tasks):
                 adapter = f"task{index}"
                 if adapter in model.peft_config:
                     save_adapter(model, adapter, out / task)
@@ -179,8 +171,11 @@ def export_run(
             info["layout"] = "one PEFT adapter"
     else:
         if isinstance(model, PeftModel):
-            if not getattr(method, "mergeable", True):
-                raise CliftError(f"method {name!r} has modules that cannot be merged into the weights.")
+            if not _plain_lora(method, model):
+                raise CliftError(
+                    f"method {name!r} has modules that cannot be merged into the weights (not adapter, not merged); "
+                    f"its per-task adapters are in {str(Path(run_dir) / ADAPTERS_DIR)!r}."
+                )
             model = model.merge_and_unload()
         model.save_pretrained(str(out), safe_serialization=True)
         tok.save_pretrained(str(out))

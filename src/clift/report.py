@@ -14,7 +14,7 @@ from typing import Any
 
 from clift.errors import CliftError
 from clift.io import atomic_write_text, relative_path
-from clift.results import format_matrix, read_results
+from clift.results import RESULTS_FILE, RunRecord, format_matrix, read_record
 
 
 def _plt() -> Any:
@@ -28,14 +28,12 @@ def _plt() -> Any:
     return plt
 
 
-def heatmap(results: dict[str, Any], path: Path) -> Path:
+def heatmap(record: RunRecord, path: Path) -> Path:
     """PNG heatmap of R: rows = zero-shot + one per stage, columns = tasks, each cell annotated."""
     plt = _plt()
-    rows = ([results["zero_shot"]] if results.get("zero_shot") else []) + results["matrix"]
-    labels = (["zero-shot"] if results.get("zero_shot") else []) + [
-        f"{i + 1}. {s}" for i, s in enumerate(results["stages"])
-    ]
-    tasks = results["tasks"]
+    rows = ([record.zero_shot] if record.zero_shot else []) + record.matrix
+    labels = (["zero-shot"] if record.zero_shot else []) + [f"{i + 1}. {s}" for i, s in enumerate(record.stages)]
+    tasks = record.tasks
     fig, ax = plt.subplots(figsize=(1.3 * len(tasks) + 2.5, 0.55 * len(rows) + 1.6))
     data = [[math.nan if v is None else v for v in row] for row in rows]
     im = ax.imshow(data, vmin=0, vmax=100, cmap="viridis", aspect="auto")
@@ -47,8 +45,8 @@ def heatmap(results: dict[str, Any], path: Path) -> Path:
                 ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="white" if v < 60 else "black", fontsize=8)
     ax.set_xlabel("evaluated task")
     ax.set_ylabel("after training")
-    run = results.get("run", {})
-    ax.set_title(f"R — {run.get('method', '?')} on {run.get('stream', '?')} (accuracy %)", fontsize=10)
+    run = record.run
+    ax.set_title(f"R — {run.method or '?'} on {run.stream or '?'} (accuracy %)", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -56,10 +54,10 @@ def heatmap(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def forgetting_curves(results: dict[str, Any], path: Path) -> Path:
+def forgetting_curves(record: RunRecord, path: Path) -> Path:
     """PNG: each task's accuracy after every stage (x = 0 is zero-shot); a dot marks its own stage."""
     plt = _plt()
-    R, b, tasks = results["matrix"], results.get("zero_shot"), results["tasks"]
+    R, b, tasks = record.matrix, record.zero_shot, record.tasks
     fig, ax = plt.subplots(figsize=(6.5, 4))
     xs = list(range(0 if b else 1, len(R) + 1))
     for j, task in enumerate(tasks):
@@ -73,8 +71,7 @@ def forgetting_curves(results: dict[str, Any], path: Path) -> Path:
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    run = results.get("run", {})
-    ax.set_title(f"accuracy over the stream — {run.get('method', '?')}", fontsize=10)
+    ax.set_title(f"accuracy over the stream — {record.run.method or '?'}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -98,8 +95,8 @@ def aa_bars(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def _run_label(results: dict[str, Any], run_dir: Path) -> str:
-    return str(results.get("run", {}).get("name") or run_dir.name)
+def _run_label(record: RunRecord, run_dir: Path) -> str:
+    return str(record.run.name or run_dir.name)
 
 
 def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
@@ -120,22 +117,22 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> P
     if not dirs:
         raise CliftError("clift report needs at least one run directory.")
     for d in dirs:
-        if not (d / "results.json").is_file():
-            raise CliftError(f"{str(d)!r} holds no results.json; give folders written by `clift run`.")
+        if not (d / RESULTS_FILE).is_file():
+            raise CliftError(f"{str(d)!r} holds no {RESULTS_FILE}; give folders written by `clift run`.")
     out = Path(out) if out is not None else (dirs[0] / "report" if len(dirs) == 1 else Path("report"))
     out.mkdir(parents=True, exist_ok=True)
-    all_results = [read_results(d) for d in dirs]
+    records = [read_record(d) for d in dirs]
     lines = ["# clift report", ""]
-    complete = [(d, r) for d, r in zip(dirs, all_results, strict=True) if r.get("status") == "complete"]
+    complete = [r for r in records if r.complete]
     if len(complete) > 1:
         from clift.suite import aggregate, format_table
 
-        rows = aggregate([r for _, r in complete])
+        rows = aggregate(complete)
         lines += ["## Summary (mean ± std over runs)", "", format_table(rows), ""]
         lines += [f"![AA per method]({aa_bars(rows, out / 'aa.png').name})", ""]
     used: set[str] = set()
-    for d, res in zip(dirs, all_results, strict=True):
-        label = _run_label(res, d)
+    for d, rec in zip(dirs, records, strict=True):
+        label = _run_label(rec, d)
         stem = label
         k = 1
         while stem in used:  # two runs with the same name (e.g. orders) must not overwrite each other's plots
@@ -145,14 +142,13 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> P
         lines += [
             f"## {label}",
             "",
-            f"`{relative_path(d, out)}` — method `{res['run']['method']}`, stream `{res['run']['stream']}`, "
-            f"status {res['status']}",
+            f"`{relative_path(d, out)}` — method `{rec.run.method}`, stream `{rec.run.stream}`, status {rec.status}",
             "",
         ]
-        if res.get("matrix"):
-            lines += ["```", format_matrix(res), "```", ""]
-            hm = heatmap(res, out / f"{stem}-matrix.png")
-            fc = forgetting_curves(res, out / f"{stem}-curves.png")
+        if rec.matrix:
+            lines += ["```", format_matrix(rec), "```", ""]
+            hm = heatmap(rec, out / f"{stem}-matrix.png")
+            fc = forgetting_curves(rec, out / f"{stem}-curves.png")
             lines += [f"![accuracy matrix]({hm.name})", f"![accuracy over the stream]({fc.name})", ""]
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))

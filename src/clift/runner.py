@@ -7,13 +7,14 @@ through Accelerate, so device placement, bf16/fp16 autocast and multi-process da
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import resource
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,26 +35,32 @@ from clift.checkpoint import (
 from clift.config import RunConfig, load_config, upgrade_config
 from clift.data.collate import PromptEncoder, TrainCollator
 from clift.data.task import Stream, Task
-from clift.engines import check_engine
+from clift.engines import Engine, check_engine
 from clift.errors import ConfigError, DataError, ResumeError, TrainingError
 from clift.evaluation import Evaluator
-from clift.fanout import lock_run
+from clift.lifecycle import load_tracked, make_context, replay_structure, start_method, tracked_tensors
 from clift.memory import check_memory_settings, enable_gradient_checkpointing
-from clift.methods import ContinualMethod, MethodContext, Stage, build_method
-from clift.metrics import all_metrics
-from clift.models import load_model
+from clift.methods import ContinualMethod, Stage, build_method
+from clift.models import LoadedModel, load_model
 from clift.results import (
     ADAPTERS_DIR,
     RESULTS_FILE,
+    Budgets,
+    EngineInfo,
+    RunInfo,
+    RunRecord,
+    StageTiming,
+    StageTraining,
     format_matrix,
     git_sha,
     library_versions,
-    read_results,
+    read_record,
     runtime_environment,
     write_config,
     write_predictions,
-    write_results,
+    write_record,
 )
+from clift.runlock import RunLock, lock_run
 
 log = logging.getLogger("clift")
 
@@ -64,30 +71,35 @@ class RunResult:
 
     Attributes:
         run_dir: the run directory.
-        results: the content of results.json.
+        record: the content of results.json.
         model: the final model in memory (a ``PeftModel`` for adapter methods); not saved by itself.
         tokenizer: its tokenizer.
         is_main_process: false on the other processes of a multi-process run (they should not print).
-        matrix: R as an array of shape (stages, tasks), in percent.
-        metrics: AA, BWT, FWT, forgetting (percentage points; None where undefined).
     """
 
     run_dir: Path
-    results: dict[str, Any]
+    record: RunRecord
     model: nn.Module | None = None
     tokenizer: Any = None
     is_main_process: bool = True
 
     @property
+    def results(self) -> dict[str, Any]:
+        """results.json's content as plain data (``record.to_dict()``)."""
+        return self.record.to_dict()
+
+    @property
     def matrix(self) -> np.ndarray:
-        return np.asarray(self.results["matrix"], dtype=float)
+        """R as an array of shape (stages, tasks), in percent."""
+        return np.asarray(self.record.matrix, dtype=float)
 
     @property
     def metrics(self) -> dict[str, float | None]:
-        return self.results["metrics"]
+        """AA, BWT, FWT, forgetting (percentage points; None where undefined)."""
+        return self.record.metrics
 
     def table(self) -> str:
-        return format_matrix(self.results)
+        return format_matrix(self.record)
 
 
 def _resolve_config(config: RunConfig | Mapping[str, Any] | str | Path, overrides: Sequence[str]) -> RunConfig:
@@ -179,6 +191,30 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ""
 _RESUME_IGNORED = {"log", "name", "output_dir"}
 
 
+@dataclass
+class _Progress:
+    """How far a stage's training got: the next optimizer step, the losses so far, skipped steps."""
+
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    extra_losses: list[float] = field(default_factory=list)
+    skipped: int = 0
+
+
+@dataclass
+class _Loop:
+    """One stage's training objects: the optimizer, scheduler and loader as built, and their prepared forms."""
+
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    plan: list[int]
+    pmodel: Any = None
+    popt: Any = None
+    psched: Any = None
+    batches: Any = None
+
+
 class Runner:
     """Executes one run; see :func:`run`.
 
@@ -193,10 +229,137 @@ class Runner:
         self.run_dir = cfg.resolved_output_dir
         self.force = force
         self._stream = stream
-        self.resumed_from: dict[str, Any] | None = None
+        # made by run(): the accelerator, its engine, the run-folder lock, the encoders, the method, the record
+        self.acc: Any = None
+        self.engine: Engine | None = None
+        self.lock: RunLock | None = None
+        self.encoder: PromptEncoder | None = None
+        self.collate: TrainCollator | None = None
+        self.evaluator: Evaluator | None = None
+        self.method: ContinualMethod | None = None
+        self.record = RunRecord()
+        self._t_start = 0.0
+        # id() of the base model's tensors, and of the base parameters some stage trained (see lifecycle)
+        self._base_ids: set[int] = set()
+        self._trained_ids: set[int] = set()
 
-    # ------------------------------------------------------------------------------------------
-    def _open_dir(self) -> tuple[dict[str, Any] | None, Checkpoint | None]:
+    # ---- the stage loop -----------------------------------------------------------------------
+    def run(self) -> RunResult:
+        from accelerate.utils import set_seed
+
+        cfg = self.cfg
+        self._start()
+        try:  # the run-folder lock is released however the run ends
+            old, ckpt = self._open_dir()
+            if self.lock is not None:
+                self.lock.ensure()  # --force emptied the folder, lock included
+            if old is not None and old.complete:
+                log.info("run %s is already complete; nothing to do (--force starts it over)", self.run_dir)
+                return RunResult(self.run_dir, old, is_main_process=self.acc.is_main_process)
+            set_seed(cfg.seed)
+            stream = self._load_stream()
+            loaded, method = self._load_model()
+            model = loaded.model
+            self._open_record(old, ckpt, loaded, stream, method)
+            if cfg.eval.zero_shot and self.record.zero_shot is None:
+                self._zero_shot(model, stream)
+            model = self._start_method(method, loaded, stream)
+            stages = method.stages(stream)
+            start = 0 if ckpt is None else ckpt.stage
+            if ckpt is not None:
+                model = replay_structure(method, model, stages[:start])  # the structure; values come next
+                model.to(self.acc.device)
+                if ckpt.step == 0:
+                    self._restore(model, method, ckpt)
+                    set_rng_state(*ckpt.rng_for(self.acc.process_index))
+            for stage in stages[start:]:
+                resume = ckpt if (ckpt is not None and ckpt.step > 0 and ckpt.stage == stage.index) else None
+                model = self._run_stage(model, method, stage, stages, stream, resume)
+            if cfg.log.tensorboard:
+                self.acc.end_training()
+            return RunResult(self.run_dir, self.record, model, loaded.tokenizer, self.acc.is_main_process)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _run_stage(
+        self,
+        model: nn.Module,
+        method: ContinualMethod,
+        stage: Stage,
+        stages: list[Stage],
+        stream: Stream,
+        resume: Checkpoint | None,
+    ) -> nn.Module:
+        """before_task → train → after_task → evaluate every task → save, record and checkpoint."""
+        model = method.before_task(model, stage)
+        model.to(self.acc.device)
+        if resume is not None:
+            self._restore(model, method, resume)
+        t0 = time.time()
+        train_log = self.train_stage(model, method, stage, resume)
+        t_train = time.time() - t0
+        model = method.after_task(model, stage)
+        t0 = time.time()
+        row, preds = self._evaluate_all(model, method, stage, stream)
+        t_eval = time.time() - t0
+        if self.cfg.save_adapters and self.acc.is_main_process:
+            folder = self.run_dir / ADAPTERS_DIR / f"{stage.index}-{stage.name}"
+            train_log.saved = [str(p.relative_to(self.run_dir)) for p in method.save_task(model, stage, folder)]
+        timing = StageTiming(stage.name, t_train, t_eval, _peak_memory_mb(self.acc.device))
+        record = self.record
+        record.add_stage(stage.name, row, train_log, timing)
+        record.update_summary(len(stages), {s.task_index: s.index for s in stages if s.task_index >= 0})
+        if stage.index == len(stages) - 1:
+            record.status = "complete"
+            record.put("method_stats", method.stats())
+            kept = record.timings.total_seconds_before_resume or 0.0
+            record.timings.put("total_seconds", time.time() - self._t_start + kept)
+            if self.acc.is_main_process:
+                write_predictions(self.run_dir, preds)
+        else:
+            record.put("method_stats", method.stats())
+        # checkpoint first: it is the source of truth for completed rows (results.json is derived)
+        self._save_checkpoint(model, method, stage.index + 1, 0)
+        if self.acc.is_main_process:
+            write_record(self.run_dir, record)
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            log.info(
+                "stage %d/%d (%s): %s", stage.index + 1, len(stages), stage.name, " ".join(f"{a:.1f}" for a in row)
+            )
+        return model
+
+    # ---- setting up ---------------------------------------------------------------------------
+    def _start(self) -> None:
+        """Check the memory settings, make the accelerator, check its engine and lock the run folder."""
+        check_memory_settings(self.cfg)
+        self._t_start = time.time()
+        self.acc = make_accelerator(self.cfg, self.run_dir)
+        self.engine = check_engine(self.cfg.method.method_name(), self.acc)
+        self.lock = lock_run(self.acc, self.run_dir)  # one launcher per run folder (clift.runlock)
+
+    def _start_method(self, method: ContinualMethod, loaded: LoadedModel, stream: Stream) -> nn.Module:
+        """Give the method its context and let it attach to the base model (then checkpointing, device)."""
+        cfg = self.cfg
+        ctx = make_context(
+            cfg,
+            loaded.model,
+            loaded.tokenizer,
+            loaded.kind,
+            stream,
+            self.run_dir,
+            self.acc.device,
+            collate=self.collate,
+            compute_loss=self.compute_loss,
+            accelerator=self.acc,
+        )
+        model = start_method(method, ctx, loaded.model)
+        if cfg.train.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        return model.to(self.acc.device)
+
+    def _open_dir(self) -> tuple[RunRecord | None, Checkpoint | None]:
         """Create the run directory, or check and read the run it already holds."""
         existing = self.run_dir / RESULTS_FILE
         if existing.exists() and self.force:
@@ -206,8 +369,8 @@ class Runner:
         if not existing.exists():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             return None, None
-        old = read_results(self.run_dir)
-        diff = config_diff(upgrade_config(old.get("config", {})), self.cfg.to_dict())
+        old = read_record(self.run_dir)
+        diff = config_diff(upgrade_config(old.config), self.cfg.to_dict())
         if diff:
             raise ResumeError(
                 f"run directory {str(self.run_dir)!r} holds a run with a different configuration:\n  "
@@ -231,34 +394,86 @@ class Runner:
 
         return data_provenance(self.cfg.data, self.cfg.data_seed, stream)
 
-    # ---- tracked tensors ----------------------------------------------------------------------
-    def _tracked(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """Tensors a checkpoint must hold: everything not in the base model, and base weights that trained."""
-        out: dict[str, torch.Tensor] = {}
-        for name, p in model.named_parameters():
-            if id(p) not in self._base_ids or id(p) in self._trained_ids:
-                out[name] = p
-        for name, b in model.named_buffers():
-            if id(b) not in self._base_ids:
-                out[name] = b
-        return out
+    def _load_model(self) -> tuple[LoadedModel, ContinualMethod]:
+        """The base model on the run's device, its encoders and evaluator, and the (unattached) method."""
+        cfg = self.cfg
+        loaded = load_model(cfg.model)
+        loaded.model.to(self.acc.device)
+        self._base_ids = {id(t) for t in loaded.model.parameters()} | {id(t) for t in loaded.model.buffers()}
+        self._trained_ids = set()
+        self.encoder = PromptEncoder(
+            loaded.tokenizer, loaded.kind, cfg.data.max_source_length, cfg.data.max_target_length
+        )
+        self.collate = TrainCollator(self.encoder)
+        self.evaluator = Evaluator(self.encoder, cfg.eval, self.acc, progress=cfg.log.progress)
+        self.method = build_method(cfg.method)
+        if cfg.log.tensorboard:
+            self.acc.init_trackers(cfg.name)
+        return loaded, self.method
 
-    def _load_tracked(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-        params = dict(model.named_parameters())
-        named = {**dict(model.named_buffers()), **params}
-        missing = sorted(set(tensors) - set(named))
-        if missing:
-            raise ResumeError(
-                f"the checkpoint holds {len(missing)} tensor(s) the rebuilt model does not have (first: "
-                f"{missing[0]!r}); the method's structure changed since the run started. Rerun with --force."
-            )
-        with torch.no_grad():
-            for name, value in tensors.items():
-                named[name].copy_(value.to(named[name].device, named[name].dtype))
-                if name in params and id(params[name]) in self._base_ids:
-                    self._trained_ids.add(id(params[name]))  # a base weight that trained in an earlier stage
+    def _open_record(
+        self,
+        old: RunRecord | None,
+        ckpt: Checkpoint | None,
+        loaded: LoadedModel,
+        stream: Stream,
+        method: ContinualMethod,
+    ) -> None:
+        """The results record: the checkpoint's, the crashed run's zero-shot row, or a new one; then written."""
+        split = self.cfg.eval.split
+        for task in stream:
+            if not task.split(split):
+                raise DataError(f"task {task.name!r} has no {split} examples; check data.{split}_per_task.")
+        if ckpt is not None:
+            record = RunRecord.from_dict(ckpt.results)
+            record.add_resume(ckpt.stage, ckpt.step)
+        elif old is not None:  # crashed before the first checkpoint: keep only the zero-shot row
+            record = old
+            record.drop_stages()
+            record.add_resume(0, 0)
+        else:
+            record = self._new_record(loaded, stream, method)
+        if ckpt is not None or old is not None:
+            # wall time of the kept work (the part lost in the crash is not counted)
+            record.timings.put("total_seconds_before_resume", record.timings.kept_seconds())
+        self.record = record
+        if self.acc.is_main_process:
+            write_config(self.run_dir, self.cfg.to_dict())
+            write_record(self.run_dir, record)
 
-    def _save_checkpoint(self, model: nn.Module, stage: int, step: int, **mid: Any) -> None:
+    def _new_record(self, loaded: LoadedModel, stream: Stream, method: ContinualMethod) -> RunRecord:
+        cfg, acc = self.cfg, self.acc
+        return RunRecord(
+            run=RunInfo(cfg.name, cfg.method.method_name(), loaded.source, stream.name, cfg.seed, method.needs_task_id),
+            kind=loaded.kind,
+            eval_mode=cfg.eval.mode,
+            eval_split=cfg.eval.split,
+            tasks=stream.task_names,
+            counts={t.name: {s: len(t.split(s)) for s in ("train", "dev", "test")} for t in stream},
+            budgets=Budgets(
+                cfg.data.train_per_task,
+                cfg.data.dev_per_task,
+                cfg.data.test_per_task,
+                cfg.data.max_source_length,
+                cfg.data.max_target_length,
+                cfg.data_seed,
+            ),
+            data=self._provenance(stream),
+            versions=library_versions(),
+            git=git_sha(),
+            num_processes=acc.num_processes,
+            engine=EngineInfo(**self.engine.to_dict()) if self.engine is not None else None,
+            environment=runtime_environment(acc.device, acc.num_processes, acc.mixed_precision),
+            config=cfg.to_dict(),
+        )
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def _restore(self, model: nn.Module, method: ContinualMethod, ckpt: Checkpoint) -> None:
+        """Load a checkpoint's tensors into the rebuilt ``model`` and its state into ``method``."""
+        self._trained_ids |= load_tracked(model, ckpt.model, self._base_ids)
+        method.load_state_dict(ckpt.method)
+
+    def _save_checkpoint(self, model: nn.Module, method: ContinualMethod, stage: int, step: int, **mid: Any) -> None:
         # every process's generators, so each resumes its own stream (collective: all processes call this)
         ranks = None
         if self.acc.num_processes > 1:
@@ -267,252 +482,53 @@ class Runner:
             ranks = gather_object([rng_state()])
         if not self.acc.is_main_process:
             return
+        tracked = tracked_tensors(model, self._base_ids, self._trained_ids)
         ckpt = Checkpoint(
             stage=stage,
             step=step,
             rng_ranks=ranks,
-            model=self._tracked(model),
-            method=self.method.state_dict(),
-            tracked=sorted(self._tracked(model)),
-            results=self.results,
+            model=tracked,
+            method=method.state_dict(),
+            tracked=sorted(tracked),
+            results=self.record.to_dict(),
             **mid,
         )
         save_checkpoint(self.run_dir, ckpt)
 
-    # ------------------------------------------------------------------------------------------
-    def run(self) -> RunResult:
-        from accelerate.utils import set_seed
-
-        cfg = self.cfg
-        t_start = time.time()
-        check_memory_settings(cfg)
-        self.acc = make_accelerator(cfg, self.run_dir)
-        self.engine = check_engine(cfg.method.method_name(), self.acc)
-        self.lock = lock_run(self.acc, self.run_dir)  # one launcher per run folder (clift.fanout)
-        old_results, ckpt = self._open_dir()
-        if self.lock is not None:
-            self.lock.ensure()
-        if old_results is not None and old_results.get("status") == "complete":
-            if self.lock is not None:
-                self.lock.release()
-            log.info("run %s is already complete; nothing to do (--force starts it over)", self.run_dir)
-            return RunResult(self.run_dir, old_results, is_main_process=self.acc.is_main_process)
-        set_seed(cfg.seed)
-        stream = self._load_stream()
-        loaded = load_model(cfg.model)
-        model, tok, kind = loaded.model, loaded.tokenizer, loaded.kind
-        model.to(self.acc.device)
-        self._base_ids = {id(t) for t in model.parameters()} | {id(t) for t in model.buffers()}
-        self._trained_ids: set[int] = set()
-        self.encoder = PromptEncoder(tok, kind, cfg.data.max_source_length, cfg.data.max_target_length)
-        self.collate = TrainCollator(self.encoder)
-        self.evaluator = Evaluator(self.encoder, cfg.eval, self.acc, progress=cfg.log.progress)
-        method = build_method(cfg.method)
-        self.method = method
-        if cfg.log.tensorboard:
-            self.acc.init_trackers(cfg.name)
-
-        split = cfg.eval.split
-        for task in stream:
-            if not task.split(split):
-                raise DataError(f"task {task.name!r} has no {split} examples; check data.{split}_per_task.")
-
-        if ckpt is not None:
-            results = ckpt.results
-            results["resumes"] = [*results.get("resumes", []), {"stage": ckpt.stage, "step": ckpt.step}]
-        elif old_results is not None:  # crashed before the first checkpoint: keep only the zero-shot row
-            results = {**old_results, "stages": [], "matrix": [], "training": []}
-            results["timings"] = {
-                "stages": [],
-                **{k: v for k, v in old_results["timings"].items() if k != "stages"},
-            }
-            results["resumes"] = [*old_results.get("resumes", []), {"stage": 0, "step": 0}]
-        else:
-            results = self._new_results(cfg, loaded.source, kind, stream, method)
-        if ckpt is not None or old_results is not None:
-            # wall time of the kept work (the part lost in the crash is not counted)
-            t = results["timings"]
-            t["total_seconds_before_resume"] = t.get("zero_shot_seconds", 0.0) + sum(
-                st["train_seconds"] + st["eval_seconds"] for st in t["stages"]
-            )
-        self.results = results
-        if self.acc.is_main_process:
-            write_config(self.run_dir, cfg.to_dict())
-            write_results(self.run_dir, results)
-
-        if cfg.eval.zero_shot and results["zero_shot"] is None:
-            t0 = time.time()
-            results["zero_shot"] = [self._evaluate(model, t, split, "zero-shot").accuracy for t in stream]
-            results["timings"]["zero_shot_seconds"] = time.time() - t0
-            if self.acc.is_main_process:
-                write_results(self.run_dir, results)
-
-        ctx = MethodContext(
-            kind=kind,
-            model_type=getattr(model.config, "model_type", ""),
-            tokenizer=tok,
-            stream=stream,
-            run_dir=self.run_dir,
-            train=cfg.train,
-            seed=cfg.seed,
-            device=self.acc.device,
-            collate=self.collate,
-            compute_loss=self.compute_loss,
-            accelerator=self.acc,
-        )
-        method.setup(ctx)
-        model = method.attach(model)
-        if cfg.train.gradient_checkpointing:
-            enable_gradient_checkpointing(model)
-        model.to(self.acc.device)
-        stages = method.stages(stream)
-
-        start = 0
-        if ckpt is not None:
-            start = ckpt.stage
-            for done in stages[:start]:  # rebuild the structure of completed stages; values come next
-                model = method.before_task(model, done)
-                model = method.restore_task(model, done)
-            model.to(self.acc.device)
-            if ckpt.step == 0:
-                self._load_tracked(model, ckpt.model)
-                method.load_state_dict(ckpt.method)
-                set_rng_state(*ckpt.rng_for(self.acc.process_index))
-
-        for stage in stages[start:]:
-            model = method.before_task(model, stage)
-            model.to(self.acc.device)
-            resume = ckpt if (ckpt is not None and ckpt.step > 0 and ckpt.stage == stage.index) else None
-            if resume is not None:
-                self._load_tracked(model, resume.model)
-                method.load_state_dict(resume.method)
-            t0 = time.time()
-            train_log = self.train_stage(model, method, stage, resume)
-            t_train = time.time() - t0
-            model = method.after_task(model, stage)
-            t0 = time.time()
-            row, preds = [], []
-            for j, task in enumerate(stream):
-                with method.eval_scope(model, j) as m:
-                    ev = self._evaluate(m, task, split, f"after {stage.index + 1}.{stage.name}")
-                row.append(ev.accuracy)
-                preds += [{"task": task.name, **p} for p in ev.predictions]
-            t_eval = time.time() - t0
-            saved: list[str] = []
-            if cfg.save_adapters and self.acc.is_main_process:
-                folder = self.run_dir / ADAPTERS_DIR / f"{stage.index}-{stage.name}"
-                saved = [str(p.relative_to(self.run_dir)) for p in method.save_task(model, stage, folder)]
-            results["stages"].append(stage.name)
-            results["matrix"].append(row)
-            results["training"].append({**train_log, "saved": saved})
-            results["timings"]["stages"].append(
-                {
-                    "stage": stage.name,
-                    "train_seconds": t_train,
-                    "eval_seconds": t_eval,
-                    "peak_memory_mb": _peak_memory_mb(self.acc.device),
-                }
-            )
-            self._update_summary(results, stages, stream)
-            if stage.index == len(stages) - 1:
-                results["status"] = "complete"
-                results["method_stats"] = method.stats()
-                results["timings"]["total_seconds"] = (
-                    time.time() - t_start + results["timings"].get("total_seconds_before_resume", 0.0)
-                )
-                if self.acc.is_main_process:
-                    write_predictions(self.run_dir, preds)
-            else:
-                results["method_stats"] = method.stats()
-            # checkpoint first: it is the source of truth for completed rows (results.json is derived)
-            self._save_checkpoint(model, stage.index + 1, 0)
-            if self.acc.is_main_process:
-                write_results(self.run_dir, results)
-            self.acc.wait_for_everyone()
-            if self.acc.is_main_process:
-                log.info(
-                    "stage %d/%d (%s): %s",
-                    stage.index + 1,
-                    len(stages),
-                    stage.name,
-                    " ".join(f"{a:.1f}" for a in row),
-                )
-        if cfg.log.tensorboard:
-            self.acc.end_training()
-        if self.lock is not None:
-            self.lock.release()
-        return RunResult(self.run_dir, results, model, tok, self.acc.is_main_process)
-
-    def _new_results(self, cfg: RunConfig, source: str, kind: str, stream: Stream, method: ContinualMethod) -> dict:
-        return {
-            "status": "running",
-            "run": {
-                "name": cfg.name,
-                "method": cfg.method.method_name(),
-                "model": source,
-                "stream": stream.name,
-                "seed": cfg.seed,
-                "needs_task_id": method.needs_task_id,
-            },
-            "kind": kind,
-            "eval_mode": cfg.eval.mode,
-            "eval_split": cfg.eval.split,
-            "tasks": stream.task_names,
-            "stages": [],
-            "zero_shot": None,
-            "matrix": [],
-            "metrics": {},
-            "per_task": {},
-            "counts": {t.name: {s: len(t.split(s)) for s in ("train", "dev", "test")} for t in stream},
-            "budgets": {
-                "train_per_task": cfg.data.train_per_task,
-                "dev_per_task": cfg.data.dev_per_task,
-                "test_per_task": cfg.data.test_per_task,
-                "max_source_length": cfg.data.max_source_length,
-                "max_target_length": cfg.data.max_target_length,
-                "data_seed": cfg.data_seed,
-            },
-            "data": self._provenance(stream),
-            "timings": {"stages": []},
-            "training": [],
-            "versions": library_versions(),
-            "git": git_sha(),
-            "num_processes": self.acc.num_processes,
-            "engine": self.engine.to_dict(),
-            "environment": runtime_environment(self.acc.device, self.acc.num_processes, self.acc.mixed_precision),
-            "config": cfg.to_dict(),
-        }
-
-    # ------------------------------------------------------------------------------------------
-    def _update_summary(self, results: dict[str, Any], stages: list[Stage], stream: Stream) -> None:
-        R = results["matrix"]
-        b = results["zero_shot"]
-        complete = len(R) == len(stages)
-        results["metrics"] = all_metrics(R, b) if (R and complete) else {}
-        own = {s.task_index: s.index for s in stages if s.task_index >= 0}
-        per_task = {}
-        for j, task in enumerate(stream):
-            col = [row[j] for row in R]
-            per_task[task.name] = {
-                "zero_shot": b[j] if b else None,
-                "after_own_stage": col[own[j]] if j in own and own[j] < len(col) else None,
-                "final": col[-1] if col and complete else None,
-                "best": max(col) if col else None,
-            }
-        results["per_task"] = per_task
-
-    def _evaluate(self, model: nn.Module, task: Task, split: str, label: str):
+    # ---- evaluation ---------------------------------------------------------------------------
+    def _evaluate(self, model: nn.Module, task: Task, split: str, label: str) -> Any:
+        assert self.evaluator is not None
         return self.evaluator.evaluate(model, task, task.split(split), f"eval {label}: {task.name}")
 
+    def _zero_shot(self, model: nn.Module, stream: Stream) -> None:
+        t0 = time.time()
+        self.record.zero_shot = [self._evaluate(model, t, self.cfg.eval.split, "zero-shot").accuracy for t in stream]
+        self.record.timings.put("zero_shot_seconds", time.time() - t0)
+        if self.acc.is_main_process:
+            write_record(self.run_dir, self.record)
+
+    def _evaluate_all(
+        self, model: nn.Module, method: ContinualMethod, stage: Stage, stream: Stream
+    ) -> tuple[list[float], list[dict[str, Any]]]:
+        """Every task's accuracy after ``stage`` (R's row) and the predictions, tagged by task."""
+        row: list[float] = []
+        preds: list[dict[str, Any]] = []
+        for j, task in enumerate(stream):
+            with method.eval_scope(model, j) as m:
+                ev = self._evaluate(m, task, self.cfg.eval.split, f"after {stage.index + 1}.{stage.name}")
+            row.append(ev.accuracy)
+            preds += [{"task": task.name, **p} for p in ev.predictions]
+        return row, preds
+
+    # ---- training -----------------------------------------------------------------------------
     def compute_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
         """The task loss: token cross-entropy on the answer tokens (prompt masked)."""
         outputs = model(**batch)
         return outputs.loss, outputs
 
-    # ------------------------------------------------------------------------------------------
     def train_stage(
         self, model: nn.Module, method: ContinualMethod, stage: Stage, resume: Checkpoint | None = None
-    ) -> dict[str, Any]:
+    ) -> StageTraining:
         """Train ``model`` on ``stage`` with ``method``'s optimizer and hooks; returns the stage's log.
 
         With ``resume`` (a mid-stage checkpoint of this stage) the optimizer, scheduler, data position,
@@ -525,6 +541,62 @@ class Runner:
                 f"stage {stage.name!r} has no training examples; check data.train_per_task (it is "
                 f"{cfg.data.train_per_task})."
             )
+        loop, loader = self._build_loop(model, method, stage, items)
+        progress = _Progress()
+        if resume is not None:
+            loop.optimizer.load_state_dict(resume.optimizer)
+            loop.scheduler.load_state_dict(resume.scheduler)
+            progress = _Progress(resume.step, list(resume.losses), list(resume.extra_losses), resume.skipped)
+        model.train()
+        loop.pmodel, loop.popt, ploader, loop.psched = acc.prepare(model, loop.optimizer, loader, loop.scheduler)
+        loop.batches = _cycle(ploader)
+        for _ in range(sum(loop.plan[: progress.step])):  # fast-forward the data to where the checkpoint stopped
+            next(loop.batches)
+        if resume is not None:
+            set_rng_state(*resume.rng_for(self.acc.process_index))
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=len(loop.plan),
+            initial=progress.step,
+            desc=f"train {stage.index + 1}.{stage.name}",
+            leave=False,
+            disable=not (cfg.log.progress and acc.is_local_main_process),
+        )
+        every, log_every = cfg.train.checkpoint_every, cfg.log.log_every
+        try:
+            for step in range(progress.step, len(loop.plan)):
+                if not self._optimizer_step(model, method, stage, step, loop, progress):
+                    continue
+                bar.update(1)
+                losses = progress.losses
+                if (step + 1) % log_every == 0 or step + 1 == len(loop.plan):
+                    bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.3f}")
+                    if cfg.log.tensorboard:
+                        acc.log({f"loss/{stage.name}": float(np.mean(losses[-log_every:]))}, step=step)
+                if every and (step + 1) % every == 0 and step + 1 < len(loop.plan):
+                    self._save_checkpoint(
+                        model,
+                        method,
+                        stage.index,
+                        step + 1,
+                        optimizer=loop.optimizer.state_dict(),
+                        scheduler=loop.scheduler.state_dict(),
+                        losses=progress.losses,
+                        extra_losses=progress.extra_losses,
+                        skipped=progress.skipped,
+                    )
+        finally:
+            bar.close()
+            acc.unwrap_model(loop.pmodel, keep_fp32_wrapper=False)
+            acc.free_memory()
+        return _training_log(stage, len(items), progress, log_every)
+
+    def _build_loop(
+        self, model: nn.Module, method: ContinualMethod, stage: Stage, items: list[Any]
+    ) -> tuple[_Loop, DataLoader]:
+        """The stage's optimizer (``method``'s groups), shuffled loader, step plan and LR schedule."""
+        cfg = self.cfg
         groups = method.param_groups(model)
         if not groups or not any(p.requires_grad for g in groups for p in g["params"]):
             raise ConfigError(
@@ -543,118 +615,73 @@ class Runner:
             collate_fn=self.collate,
             drop_last=False,
         )
-        n_micro = math.ceil(len(items) / (cfg.train.batch_size * acc.num_processes))
+        n_micro = math.ceil(len(items) / (cfg.train.batch_size * self.acc.num_processes))
         plan = _step_plan(n_micro, cfg.train.grad_accum, cfg.train.epochs, cfg.train.max_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, _lr_lambda(cfg.train.schedule, cfg.train.warmup_steps, len(plan))
         )
-        first_step, losses, extra_losses, skipped = 0, [], [], 0
-        if resume is not None:
-            optimizer.load_state_dict(resume.optimizer)
-            scheduler.load_state_dict(resume.scheduler)
-            first_step, losses, extra_losses, skipped = (
-                resume.step,
-                list(resume.losses),
-                list(resume.extra_losses),
-                resume.skipped,
-            )
-        model.train()
-        pmodel, popt, ploader, psched = acc.prepare(model, optimizer, loader, scheduler)
-        batches = _cycle(ploader)
-        for _ in range(sum(plan[:first_step])):  # fast-forward the data to where the checkpoint stopped
-            next(batches)
-        if resume is not None:
-            set_rng_state(*resume.rng_for(self.acc.process_index))
-        from tqdm.auto import tqdm
+        return _Loop(params, optimizer, scheduler, plan), loader
 
-        bar = tqdm(
-            total=len(plan),
-            initial=first_step,
-            desc=f"train {stage.index + 1}.{stage.name}",
-            leave=False,
-            disable=not (cfg.log.progress and acc.is_local_main_process),
-        )
-        every = cfg.train.checkpoint_every
-        try:
-            for step in range(first_step, len(plan)):
-                n = plan[step]
-                step_loss, step_extra, bad = 0.0, 0.0, False
-                for k in range(n):
-                    batch = next(batches)
-                    sync = k == n - 1
-                    ctx = acc.no_sync(pmodel) if (not sync and acc.num_processes > 1) else _null()
-                    with ctx, _oom_guard(stage, step, cfg):
-                        with acc.autocast():
-                            task_loss, outputs = self.compute_loss(pmodel, batch)
-                            extra = method.loss(model, batch, outputs)
-                            loss = task_loss if extra is None else task_loss + extra
-                        if not torch.isfinite(loss.detach()).all():
-                            bad = True
-                            if cfg.train.nan_policy == "stop":
-                                raise TrainingError(
-                                    f"non-finite loss ({loss.item()}) in stage {stage.index + 1} "
-                                    f"({stage.name!r}) at optimizer step {step + 1}; the last good checkpoint "
-                                    f"is kept in {str(self.run_dir / CHECKPOINT_DIR)!r}. Lower train.lr, enable "
-                                    "train.max_grad_norm, or use train.mixed_precision=no/bf16, then rerun."
-                                )
-                            break
-                        acc.backward(loss / n)
-                    step_loss += task_loss.item() / n
-                    if extra is not None:
-                        step_extra += float(extra.detach()) / n
-                if bad:
-                    skipped += 1
-                    popt.zero_grad(set_to_none=True)
-                    continue
-                if cfg.train.max_grad_norm is not None:
-                    acc.clip_grad_norm_(params, cfg.train.max_grad_norm)
-                method.after_backward(model)
-                popt.step()
-                psched.step()
-                popt.zero_grad(set_to_none=True)
-                method.after_step(model)
-                losses.append(step_loss)
-                extra_losses.append(step_extra)
-                bar.update(1)
-                if (step + 1) % cfg.log.log_every == 0 or step + 1 == len(plan):
-                    bar.set_postfix(loss=f"{np.mean(losses[-cfg.log.log_every :]):.3f}")
-                    if cfg.log.tensorboard:
-                        acc.log({f"loss/{stage.name}": float(np.mean(losses[-cfg.log.log_every :]))}, step=step)
-                if every and (step + 1) % every == 0 and step + 1 < len(plan):
-                    self._save_checkpoint(
-                        model,
-                        stage.index,
-                        step + 1,
-                        optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(),
-                        losses=losses,
-                        extra_losses=extra_losses,
-                        skipped=skipped,
-                    )
-        finally:
-            bar.close()
-            acc.unwrap_model(pmodel, keep_fp32_wrapper=False)
-            acc.free_memory()
-        return {
-            "stage": stage.name,
-            "steps": len(losses),
-            "skipped_steps": skipped,
-            "examples": len(items),
-            "first_loss": losses[0] if losses else None,
-            "last_loss": float(np.mean(losses[-cfg.log.log_every :])) if losses else None,
-            "mean_extra_loss": float(np.mean(extra_losses)) if extra_losses else None,
-            "loss_curve": [
-                float(np.mean(losses[i : i + cfg.log.log_every])) for i in range(0, len(losses), cfg.log.log_every)
-            ],
-        }
+    def _optimizer_step(
+        self, model: nn.Module, method: ContinualMethod, stage: Stage, step: int, loop: _Loop, progress: _Progress
+    ) -> bool:
+        """Accumulate ``loop.plan[step]`` micro-batches and step the optimizer; False if the step was skipped.
+
+        Raises:
+            TrainingError: for a non-finite loss under ``train.nan_policy=stop``, or out of memory.
+        """
+        cfg, acc = self.cfg, self.acc
+        n = loop.plan[step]
+        step_loss, step_extra = 0.0, 0.0
+        for k in range(n):
+            batch = next(loop.batches)
+            sync = k == n - 1
+            ctx = acc.no_sync(loop.pmodel) if (not sync and acc.num_processes > 1) else contextlib.nullcontext()
+            with ctx, _oom_guard(stage, step, cfg):
+                with acc.autocast():
+                    task_loss, outputs = self.compute_loss(loop.pmodel, batch)
+                    extra = method.loss(model, batch, outputs)
+                    loss = task_loss if extra is None else task_loss + extra
+                if not torch.isfinite(loss.detach()).all():
+                    if cfg.train.nan_policy == "stop":
+                        raise TrainingError(
+                            f"non-finite loss ({loss.item()}) in stage {stage.index + 1} ({stage.name!r}) at "
+                            f"optimizer step {step + 1}; the last good checkpoint is kept in "
+                            f"{str(self.run_dir / CHECKPOINT_DIR)!r}. Lower train.lr, enable "
+                            "train.max_grad_norm, or use train.mixed_precision=no/bf16, then rerun."
+                        )
+                    progress.skipped += 1
+                    loop.popt.zero_grad(set_to_none=True)
+                    return False
+                acc.backward(loss / n)
+            step_loss += task_loss.item() / n
+            if extra is not None:
+                step_extra += float(extra.detach()) / n
+        if cfg.train.max_grad_norm is not None:
+            acc.clip_grad_norm_(loop.params, cfg.train.max_grad_norm)
+        method.after_backward(model)
+        loop.popt.step()
+        loop.psched.step()
+        loop.popt.zero_grad(set_to_none=True)
+        method.after_step(model)
+        progress.losses.append(step_loss)
+        progress.extra_losses.append(step_extra)
+        return True
 
 
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+def _training_log(stage: Stage, examples: int, progress: _Progress, log_every: int) -> StageTraining:
+    """A stage's training log: steps, skipped steps, first/last loss, loss curve (means of ``log_every`` steps)."""
+    losses, extra = progress.losses, progress.extra_losses
+    return StageTraining(
+        stage=stage.name,
+        steps=len(losses),
+        skipped_steps=progress.skipped,
+        examples=examples,
+        first_loss=losses[0] if losses else None,
+        last_loss=float(np.mean(losses[-log_every:])) if losses else None,
+        mean_extra_loss=float(np.mean(extra)) if extra else None,
+        loss_curve=[float(np.mean(losses[i : i + log_every])) for i in range(0, len(losses), log_every)],
+    )
 
 
 class _oom_guard:

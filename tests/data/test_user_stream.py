@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import warnings
 from pathlib import Path
@@ -14,44 +13,7 @@ from clift.data.benchmarks import data_provenance, load_stream
 from clift.data.records import normalize_text
 from clift.errors import DataError
 
-POS = ["lovely", "great", "superb", "fun", "bright", "warm"]
-NEG = ["awful", "dull", "broken", "sad", "cold", "grim"]
-
-
-def review_rows(n: int, tag: str) -> list[dict[str, str]]:
-    """``n`` distinct short reviews, alternating labels; ``tag`` keeps train and test texts apart."""
-    rows = []
-    for i in range(n):
-        good = i % 2 == 0
-        word = (POS if good else NEG)[i % 6]
-        rows.append({"text": f"the {tag} item {i} was {word}", "label": "positive" if good else "negative"})
-    return rows
-
-
-def write_rows(path: Path, rows: list[dict], fmt: str | None = None) -> Path:
-    """Write ``rows`` as .json (indented list), .jsonl or .csv, by extension."""
-    fmt = fmt or path.suffix.lstrip(".")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "json":
-        path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
-    elif fmt == "jsonl":
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    else:
-        with path.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    return path
-
-
-def write_stream(folder: Path, fmt: str, n_train: int = 40, n_test: int = 12, **task: object) -> Path:
-    """A one-task stream YAML whose train and test files are in format ``fmt``."""
-    write_rows(folder / f"train.{fmt}", review_rows(n_train, "train"))
-    write_rows(folder / f"test.{fmt}", review_rows(n_test, "test"))
-    entry = {"name": "reviews", "train": f"train.{fmt}", "test": f"test.{fmt}", "text_field": "text", **task}
-    path = folder / "stream.yaml"
-    path.write_text(json.dumps({"name": f"my-{fmt}", "tasks": [entry]}))  # JSON is valid YAML
-    return path
+from ..conftest import review_rows, write_rows, write_stream
 
 
 @pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])

@@ -9,7 +9,7 @@ import pytest
 import clift
 from clift.config import RunConfig
 
-from .test_user_stream import write_stream
+from ..conftest import write_stream
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import torch
 
 from clift.adapters import adapter_parameters
 from clift.config import RunConfig
-from clift.errors import ConfigError, ResumeError
+from clift.errors import ConfigError, MethodStateError
 from clift.methods import build_method, build_method_config
 from clift.methods.ewc import EWC, ewc_penalty
 from clift.runner import Runner
@@ -81,21 +81,56 @@ def test_fisher_accumulates_online_and_respects_the_sample_budget(ewc_run):
 def test_state_dict_round_trip_and_errors(ewc_run):
     _, m = ewc_run
     state = m.state_dict()
-    assert all(isinstance(v, torch.Tensor) for v in state.values())
-    assert int(state["tasks_seen"]) == m.tasks_seen >= 3
+    assert set(state) == {"tasks_seen", "fisher", "anchor", "fisher_log", "terms"}
+    assert state["tasks_seen"] == m.tasks_seen >= 3 and state["fisher_log"] == m.fisher_log
     fresh = build_method(m.config)
     fresh.setup(m.ctx)
     fresh.trainable = m.trainable
     fresh.load_state_dict(state)
-    assert fresh.tasks_seen == m.tasks_seen
+    assert fresh.tasks_seen == m.tasks_seen and fresh.stats() == m.stats()
     assert all(
         torch.equal(fresh.fisher[k], m.fisher[k]) and torch.equal(fresh.anchor[k], m.anchor[k]) for k in m.fisher
     )
-    with pytest.raises(ResumeError, match="tasks_seen"):
-        fresh.load_state_dict({})
-    bad = {**state, "fisher.nope": torch.zeros(1), "anchor.nope": torch.zeros(1)}
-    with pytest.raises(ResumeError, match="'nope'"):
+    with pytest.raises(MethodStateError, match="'tasks_seen'"):
+        fresh.load_state_dict({"fisher": {}})
+    bad = {
+        **state,
+        "fisher": {**state["fisher"], "nope": torch.zeros(1)},
+        "anchor": {**state["anchor"], "nope": torch.zeros(1)},
+    }
+    with pytest.raises(MethodStateError, match=r"'fisher\.nope'") as err:
         fresh.load_state_dict(bad)
+    assert "same method config" in str(err.value)
+
+
+def test_state_in_the_old_flat_format_loads(ewc_run):
+    _, m = ewc_run
+    names = [t.name for t in m.ctx.stream.tasks]
+    first = next(iter(m.fisher))
+    old = {
+        "tasks_seen": torch.tensor(2),
+        f"fisher.{first}": torch.full_like(m.fisher[first], 0.25),
+        f"anchor.{first}": torch.full_like(m.anchor[first], 0.5),
+        "fisher_log.0.examples": torch.tensor(6, dtype=torch.int64),
+        "fisher_log.0.fisher_mean": torch.tensor(0.1, dtype=torch.float64),
+        "fisher_log.0.fisher_max": torch.tensor(0.3, dtype=torch.float64),
+        "terms.0.calls": torch.tensor(3, dtype=torch.int64),
+        "terms.0.sum.task_loss": torch.tensor(6.0, dtype=torch.float64),
+        "terms.0.sum.penalty": torch.tensor(1.5, dtype=torch.float64),
+        "terms.open.calls": torch.tensor(1, dtype=torch.int64),
+        "terms.open.sum.task_loss": torch.tensor(2.5, dtype=torch.float64),
+    }
+    fresh = build_method(m.config)
+    fresh.setup(m.ctx)
+    fresh.load_state_dict(old)
+    assert fresh.tasks_seen == 2 and torch.equal(fresh.anchor[first], old[f"anchor.{first}"])
+    assert fresh.fisher_log == [{"stage": names[0], "examples": 6, "fisher_mean": 0.1, "fisher_max": 0.3}]
+    assert fresh.terms.summary() == [
+        {"stage": names[0], "calls": 3, "task_loss": 2.0, "penalty": 0.5, "penalty_to_task": 0.25}
+    ]
+    assert fresh.terms.state_dict()["open"] == {"stage": names[1], "calls": 1, "sums": {"task_loss": 2.5}}
+    with pytest.raises(MethodStateError, match="'tasks_seen'"):
+        fresh.load_state_dict({"fisher.x": torch.zeros(1)})
 
 
 def test_lambda_zero_is_seq_lora(tmp_path):

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 import clift
 from clift.adapters import adapter_parameters
 from clift.config import ModelConfig
-from clift.errors import ConfigError, ResumeError
+from clift.errors import ConfigError, MethodStateError
 from clift.methods import build_method, build_method_config
 from clift.models import load_model
 
@@ -82,5 +82,10 @@ def test_state_dict_round_trips_the_delta_norms_and_rejects_foreign_keys():
     assert fresh.delta_norms == []
     fresh.load_state_dict(state)
     assert fresh.delta_norms == [0.5, None]
-    with pytest.raises(ResumeError, match="'basis'"):
+    with pytest.raises(MethodStateError, match="'basis'"):
+        fresh.load_state_dict({"basis": [1.0]})
+    # the flat format of earlier versions: float64 with NaN for an unknown norm
+    fresh.load_state_dict({"delta_norms": torch.tensor([0.25, float("nan")], dtype=torch.float64)})
+    assert fresh.delta_norms == [0.25, None]
+    with pytest.raises(MethodStateError, match="'basis'"):
         fresh.load_state_dict({"basis": torch.zeros(1)})

@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 import clift
 from clift.adapters import adapter_name, adapter_parameters, lora_layers
 from clift.config import ModelConfig, RunConfig
-from clift.errors import ConfigError
+from clift.errors import ConfigError, MethodStateError
+from clift.full_rank import apply_full_rank_delta
 from clift.methods import build_method, build_method_config
-from clift.methods.galore import apply_full_rank_delta
 from clift.methods.gorp import BASES_FILE, GORP, orthogonality_gap
 from clift.models import load_model
 
@@ -168,11 +168,34 @@ def test_saved_bases_and_state_dict_round_trip(llama_run):
         assert torch.allclose(s.T @ s, torch.eye(s.shape[1]), atol=1e-4)
     again = build_method(build_method_config({"name": "gorp"}))
     state = method.state_dict()
+    assert set(state) == {"bases", "basis_sizes", "delta_norm_start", "delta_norm_end", "task_start"}
+    assert {(k, m) for k, per in state["bases"].items() for m in per} == set(method.bases)
     again.load_state_dict(state)
-    assert again.state_dict().keys() == state.keys()
-    assert all(torch.equal(again.state_dict()[k], v) for k, v in state.items())
-    with pytest.raises(ValueError, match="unexpected gorp state key 'bases/x'"):
+    assert again.bases.keys() == method.bases.keys()
+    assert all(torch.equal(again.bases[k], v) for k, v in method.bases.items())
+    with pytest.raises(MethodStateError, match=r"'bases/x'"):  # a flat state with a key of no known form
         again.load_state_dict({"bases/x": torch.zeros(1)})
+    with pytest.raises(MethodStateError, match=r"'bases\.lora_B'"):
+        again.load_state_dict({**state, "bases": {"lora_B": {}}})
+
+
+def test_state_in_the_old_flat_format_loads():
+    old = {
+        "basis/lora_A/layers.0.q": torch.eye(4)[:, :2],
+        "sizes/lora_A/layers.0.q": torch.tensor([1, 2], dtype=torch.int64),
+        "basis/full_rank/layers.0.gate": torch.eye(6)[:, :3],
+        "sizes/full_rank/layers.0.gate": torch.tensor([3, 3], dtype=torch.int64),
+        "delta_norm_start": torch.tensor([0.0, 0.5], dtype=torch.float64),
+        "delta_norm_end": torch.tensor([0.5, float("nan")], dtype=torch.float64),
+    }
+    method = build_method(build_method_config({"name": "gorp"}))
+    method.load_state_dict(old)
+    assert method.basis_history == {("lora_A", "layers.0.q"): [1, 2], ("full_rank", "layers.0.gate"): [3, 3]}
+    assert method.basis_rows == {("lora_A", "layers.0.q"): 4, ("full_rank", "layers.0.gate"): 6}
+    assert method.delta_norm_start == [0.0, 0.5] and method.delta_norm_end == [0.5, None]
+    state = method.state_dict()  # written back in the nested format, same content
+    assert state["basis_sizes"] == {"lora_A": {"layers.0.q": [1, 2]}, "full_rank": {"layers.0.gate": [3, 3]}}
+    assert torch.equal(state["bases"]["full_rank"]["layers.0.gate"], old["basis/full_rank/layers.0.gate"])
 
 
 def test_released_bug_flags_reset_full_rank_and_skip_projection(tmp_path):

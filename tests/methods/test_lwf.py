@@ -8,7 +8,7 @@ import torch
 from clift.adapters import adapter_parameters
 from clift.config import RunConfig
 from clift.data.collate import IGNORE_INDEX
-from clift.errors import ConfigError, ResumeError
+from clift.errors import ConfigError, MethodStateError
 from clift.methods import build_method_config
 from clift.methods.base import Stage
 from clift.methods.lwf import LwF, answer_mask, distillation_loss
@@ -98,10 +98,20 @@ def test_teacher_is_the_previous_model_and_never_an_adapter(tmp_path):
     assert all(p.grad is not None for p in adapter_parameters(model, "default").values())
     model.zero_grad(set_to_none=True)
     state = m.state_dict()
-    assert any(k.startswith("teacher.") for k in state)
-    assert all(k.startswith(("teacher.", "terms.")) for k in state)
+    assert set(state) == {"teacher", "terms"} and state["teacher"].keys() == m.trainable.keys()
+    teacher = {k: v.clone() for k, v in state["teacher"].items()}
+    m.teacher = None
     m.load_state_dict(state)
-    with pytest.raises(ResumeError, match="unexpected entries"):
+    assert m.teacher is not None and all(torch.equal(m.teacher[k], v) for k, v in teacher.items())
+    with pytest.raises(MethodStateError, match="'student'"):
+        m.load_state_dict({**state, "student": {}})
+    with pytest.raises(MethodStateError, match=r"'teacher\.x'"):
+        m.load_state_dict({**state, "teacher": {"x": torch.zeros(1)}})
+    # the flat format of earlier versions
+    name = next(iter(teacher))
+    m.load_state_dict({f"teacher.{name}": teacher[name], "terms.0.calls": torch.tensor(2)})
+    assert list(m.teacher) == [name] and m.terms.summary() == [{"stage": "toysent", "calls": 2}]
+    with pytest.raises(MethodStateError, match=r"'student\.x'"):
         m.load_state_dict({"student.x": torch.zeros(1)})
 
 

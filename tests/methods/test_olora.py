@@ -7,7 +7,7 @@ import torch
 
 from clift.adapters import adapter_name, adapter_parameters, lora_layers
 from clift.config import ModelConfig, RunConfig
-from clift.errors import ConfigError
+from clift.errors import ConfigError, MethodStateError
 from clift.methods import build_method, build_method_config
 from clift.methods.base import Stage
 from clift.methods.olora import OLoRA, l2_penalty, orthogonality_penalty
@@ -150,7 +150,22 @@ def test_olora_run_keeps_old_adapters_and_reports_term_magnitudes(tmp_path):
         assert train["mean_extra_loss"] == pytest.approx(t["penalty"])
     # the adapters are model tensors; the method's own state is only the report's sums
     state = method.state_dict()
-    assert state and all(k.startswith("terms.") for k in state)
+    assert list(state) == ["terms"] and [e["stage"] for e in state["terms"]["done"]] == [
+        "toysent",
+        "toytopic",
+        "toynli",
+    ]
+    fresh = build_method(method.config)
+    fresh.setup(method.ctx)
+    fresh.load_state_dict(state)
+    assert fresh.stats() == method.stats()
+    with pytest.raises(MethodStateError, match=r"'terms\.done\.0\.sums'"):
+        fresh.load_state_dict({"terms": {"done": [{"stage": "toysent", "calls": 1}], "open": None}})
+    # the flat format of earlier versions: stage names come from the stream
+    fresh.load_state_dict(
+        {"terms.0.calls": torch.tensor(2), "terms.0.sum.orth": torch.tensor(1.0, dtype=torch.float64)}
+    )
+    assert fresh.terms.summary() == [{"stage": "toysent", "calls": 2, "orth": 0.5}]
 
 
 def test_lambda_zero_is_inc_lora(tmp_path):

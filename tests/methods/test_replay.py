@@ -7,7 +7,7 @@ import torch
 
 from clift.config import RunConfig
 from clift.data.collate import TrainCollator
-from clift.errors import ConfigError, ResumeError
+from clift.errors import ConfigError, MethodStateError
 from clift.methods import build_method, build_method_config
 from clift.methods.replay import Replay, select_memory
 from clift.runner import Runner
@@ -92,24 +92,31 @@ def test_selection_is_seeded_sorted_and_capped():
     assert select_memory(4, 0, seed=0, task_index=0) == []
 
 
-def test_state_dict_is_tensors_and_round_trips(replay_run):
+def test_state_dict_round_trips_and_old_flat_states_load(replay_run):
     _, m, _ = replay_run
     state = m.state_dict()
-    assert set(state) == {f"{k}.{j}" for k in ("memory", "memory_crc") for j in range(3)}
-    assert all(v.dtype == torch.int64 for v in state.values())
+    assert set(state) == {"memory", "memory_crc"} and state["memory"] == m.memory
+    assert all(len(state["memory_crc"][j]) == len(idx) for j, idx in state["memory"].items())
     fresh = build_method(m.config)
     fresh.setup(m.ctx)
     fresh.load_state_dict(state)
     assert fresh.memory == m.memory
     assert [ex.id for _, ex in fresh.memory_examples()] == [ex.id for _, ex in m.memory_examples()]
-    bad = dict(state)
-    bad["memory_crc.0"] = bad["memory_crc.0"] + 1
+    bad = {"memory": state["memory"], "memory_crc": {**state["memory_crc"], 0: [c + 1 for c in state["memory_crc"][0]]}}
     fresh.load_state_dict(bad)
-    with pytest.raises(ResumeError, match="checksums differ"):
+    with pytest.raises(MethodStateError, match=r"'memory_crc\.0'.*checksums"):
         fresh.memory_examples()
-    with pytest.raises(ResumeError, match="unexpected key"):
+    with pytest.raises(MethodStateError, match="'buffer'"):
+        fresh.load_state_dict({**state, "buffer": {}})
+    with pytest.raises(MethodStateError, match=r"'memory_crc\.0'"):
+        fresh.load_state_dict({"memory": {0: [1, 2]}, "memory_crc": {}})
+    # the flat format of earlier versions (int64 tensors per task)
+    flat = {f"{kind}.{j}": torch.tensor(v, dtype=torch.int64) for kind in state for j, v in state[kind].items()}
+    fresh.load_state_dict(flat)
+    assert fresh.memory == m.memory and fresh._crcs == m._crcs
+    with pytest.raises(MethodStateError, match=r"'buffer\.0'"):
         fresh.load_state_dict({"buffer.0": torch.zeros(1)})
-    with pytest.raises(ResumeError, match="needs a 'memory_crc"):
+    with pytest.raises(MethodStateError, match=r"'memory_crc\.0'"):
         fresh.load_state_dict({"memory.0": torch.zeros(2, dtype=torch.int64)})
 
 

@@ -10,7 +10,8 @@ import yaml
 
 from clift.suite import SuiteRun, load_suite
 
-from ..test_suite import _tiny_suite, fake_results
+from ..conftest import fake_results
+from ..conftest import tiny_suite as _tiny_suite
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "publish_results.py"
 

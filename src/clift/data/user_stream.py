@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from clift.data.benchmarks import TaskSpec, apply_budgets, check_keys, task_catalog
 from clift.data.carve import LOAD_RULES, carve_splits, label_counts
+from clift.data.catalog import task_catalog
 from clift.data.records import (
     Record,
     RecordProblems,
@@ -46,6 +46,7 @@ from clift.data.records import (
     records_to_examples,
     sha256_file,
 )
+from clift.data.specs import TaskSpec, apply_budgets, check_keys
 from clift.data.task import SPLITS, Example, Stream
 from clift.errors import DataError
 from clift.io import read_yaml

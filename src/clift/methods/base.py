@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from clift.config import Validated, build_dataclass, to_dict
-from clift.errors import ConfigError
+from clift.errors import ConfigError, MethodStateError
+from clift.optim.factory import make_adamw
 from clift.registry import Registry
+from clift.schema import Validated, build_dataclass, to_dict
 
 if TYPE_CHECKING:
     from clift.data.task import Example, Stream, Task
@@ -155,10 +156,7 @@ class ContinualMethod:
     def make_optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
         """Build the optimizer for one stage (a fresh one per stage). Default: AdamW with ``train``."""
         assert self.ctx is not None
-        t = self.ctx.train
-        return torch.optim.AdamW(
-            groups, lr=t.lr, betas=tuple(t.adam_betas), eps=t.adam_eps, weight_decay=t.weight_decay
-        )
+        return make_adamw(groups, self.ctx.train)
 
     # ---- per step -----------------------------------------------------------------------------
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor | None:
@@ -200,12 +198,67 @@ class ContinualMethod:
         return {}
 
     # ---- state ------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Tensors the method needs to resume (bases, Fisher, memories). Values are tensors only."""
+    def state_dict(self) -> dict[str, Any]:
+        """What the method needs to resume (bases, Fisher, memories, the numbers its ``stats`` report).
+
+        Values may nest: dicts (string or integer keys), lists, tuples, numbers, strings, booleans, None
+        and tensors. The checkpoint stores the tensors as safetensors and the rest as JSON
+        (:func:`clift.checkpoint.split_state`), so floats come back exactly and nothing is pickled.
+        """
         return {}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore :meth:`state_dict`."""
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (called after ``attach`` and the replay of finished stages).
+
+        Raises:
+            MethodStateError: for a state that does not fit the method, naming the key, what was
+                expected there and the fix (see :func:`check_state`).
+        """
+
+
+#: what :func:`check_state` accepts as the expected kind of a value: a type or a tuple of types
+Kind = type | tuple[type, ...]
+
+
+def _kind_name(kind: Kind) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+
+
+def check_state(
+    method: str, state: Any, required: dict[str, Kind], optional: dict[str, Kind] | None = None, where: str = ""
+) -> None:
+    """Check that ``state`` (a method's state, or the part of it at ``where``) is a dict with every
+    ``required`` key, no keys beyond ``required`` and ``optional``, and values of the given kinds.
+
+    Args:
+        method: the method's name, for the message.
+        state: what to check.
+        required / optional: ``{key: type or tuple of types}``.
+        where: the dotted path of ``state`` inside the method's state ("" for the state itself).
+
+    Raises:
+        MethodStateError: for the first problem, naming the key, what was expected there and the fix.
+    """
+    optional = optional or {}
+    kinds = {**required, **optional}
+    allowed = ", ".join(repr(k) for k in kinds)
+    if not isinstance(state, dict):
+        raise MethodStateError(
+            method, where or "<root>", f"a mapping with keys {allowed}, got a {type(state).__name__}"
+        )
+
+    def path(key: Any) -> str:
+        return f"{where}.{key}" if where else str(key)
+
+    for key in required:
+        if key not in state:
+            raise MethodStateError(method, path(key), f"this key, which is missing (keys: {allowed})")
+    for key, value in state.items():
+        if key not in kinds:
+            raise MethodStateError(method, path(key), f"no such key (keys: {allowed})")
+        if not isinstance(value, kinds[key]):
+            raise MethodStateError(method, path(key), f"a {_kind_name(kinds[key])}, got a {type(value).__name__}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from clift.adapters import LoraFields
-from clift.errors import ResumeError
-from clift.methods.base import MethodConfig, Stage
+from clift.errors import MethodStateError
+from clift.methods import legacy_state
+from clift.methods.base import MethodConfig, Stage, check_state
 from clift.methods.loss_terms import LossTerms, task_loss_of
 from clift.methods.sequential import SequentialBaseline, SequentialFields
 
@@ -228,55 +229,49 @@ class EWC(SequentialBaseline):
             "loss_terms": self.terms.summary(),
         }
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """``fisher.<param>`` and ``anchor.<param>`` (running Fisher F and θ*), ``tasks_seen``, and the
-        report's numbers (``fisher_log.<i>.<field>``, ``terms.*``) so a resumed run reports the same."""
-        out: dict[str, torch.Tensor] = {"tasks_seen": torch.tensor(self.tasks_seen)}
-        out.update({f"fisher.{k}": v for k, v in self.fisher.items()})
-        out.update({f"anchor.{k}": v for k, v in self.anchor.items()})
-        for i, row in enumerate(self.fisher_log):
-            out[f"fisher_log.{i}.examples"] = torch.tensor(row["examples"], dtype=torch.int64)
-            for key in ("fisher_mean", "fisher_max"):
-                out[f"fisher_log.{i}.{key}"] = torch.tensor(row[key], dtype=torch.float64)
-        out.update(self.terms.state_dict())
-        return out
+    def state_dict(self) -> dict[str, Any]:
+        """``{"tasks_seen": int, "fisher": {param: F}, "anchor": {param: θ*}, "fisher_log": [row, ...],
+        "terms": LossTerms state}``: the running Fisher and anchor, and the report's numbers so a resumed
+        run reports the same."""
+        return {
+            "tasks_seen": self.tasks_seen,
+            "fisher": dict(self.fisher),
+            "anchor": dict(self.anchor),
+            "fisher_log": [dict(row) for row in self.fisher_log],
+            "terms": self.terms.state_dict(),
+        }
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore :meth:`state_dict` (after ``attach``, so parameter names can be checked).
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (after ``attach``, so parameter names can be checked; the flat format
+        of earlier versions loads too).
 
         Raises:
-            ResumeError: for a missing ``tasks_seen``, or Fisher/anchor entries that do not match the
-                trainable parameters by name and shape.
+            MethodStateError: for missing or unexpected keys, or Fisher/anchor entries that do not match
+                the trainable parameters by name and shape.
         """
-        if "tasks_seen" not in state:
-            raise ResumeError("EWC state has no 'tasks_seen'; it was not written by EWC.state_dict().")
-        fisher = {k[len("fisher.") :]: v for k, v in state.items() if k.startswith("fisher.")}
-        anchor = {k[len("anchor.") :]: v for k, v in state.items() if k.startswith("anchor.")}
+        if legacy_state.is_flat(state):
+            state = legacy_state.ewc(state, self._stage_names())
+        check_state(
+            "ewc", state, {"tasks_seen": int, "fisher": dict, "anchor": dict, "fisher_log": list, "terms": dict}
+        )
+        fisher, anchor = dict(state["fisher"]), dict(state["anchor"])
         if set(fisher) != set(anchor):
-            raise ResumeError("EWC state: the Fisher and anchor entries name different parameters.")
+            raise MethodStateError("ewc", "anchor", f"the parameters of 'fisher' ({len(fisher)} entries), by name")
         if self.trainable:
             bad = [k for k in fisher if k not in self.trainable or fisher[k].shape != self.trainable[k].shape]
             if bad:
-                raise ResumeError(
-                    f"EWC state does not match the model: {len(bad)} entries (e.g. {bad[0]!r}) have no "
-                    "trainable parameter of that name and shape; resume with the same method config."
+                raise MethodStateError(
+                    "ewc",
+                    f"fisher.{bad[0]}",
+                    f"a trainable parameter of that name and shape ({len(bad)} entries differ)",
                 )
             # checkpoints load on the CPU: put F and θ* next to the parameters they constrain
             fisher = {k: v.to(self.trainable[k].device, torch.float32) for k, v in fisher.items()}
             anchor = {k: v.to(self.trainable[k].device, self.trainable[k].dtype) for k, v in anchor.items()}
         self.fisher, self.anchor = fisher, anchor
         self.tasks_seen = int(state["tasks_seen"])
-        log: dict[int, dict[str, Any]] = {}
-        for key, value in state.items():
-            if key.startswith("fisher_log."):
-                _, i, field_name = key.split(".", 2)
-                log.setdefault(int(i), {})[field_name] = value.item()
-        names = [s.name for s in self.stages(self.ctx.stream)] if self.ctx is not None else []
-        self.fisher_log = [
-            {
-                "stage": names[i] if i < len(names) else str(i),
-                **{k: log[i][k] for k in ("examples", "fisher_mean", "fisher_max")},
-            }
-            for i in sorted(log)
-        ]
-        self.terms.load_state_dict(state, names)
+        self.fisher_log = [dict(row) for row in state["fisher_log"]]
+        self.terms.load_state_dict(state["terms"], "ewc")
+
+    def _stage_names(self) -> list[str]:
+        return [s.name for s in self.stages(self.ctx.stream)] if self.ctx is not None else []

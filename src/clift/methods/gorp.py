@@ -24,23 +24,21 @@ import torch
 from peft import LoraConfig
 from torch import nn
 
-from clift.adapters import LoraFields, adapter_name, lora_config, lora_layers, save_adapter
-from clift.errors import TrainingError
-from clift.methods.base import MethodConfig, Stage
-from clift.methods.galore import (
+from clift.adapters import LoraFields, adapter_name, base_model_of, lora_config, lora_layers, save_adapter
+from clift.errors import MethodStateError, TrainingError
+from clift.full_rank import (
     FullRankWeights,
     GaLoreFields,
     SaveDelta,
-    base_model_of,
     default_full_rank_patterns,
     lora_exclusions,
     match_modules,
-    norms_from_tensor,
-    norms_to_tensor,
     should_save_delta,
 )
+from clift.methods import legacy_state
+from clift.methods.base import MethodConfig, Stage, check_state
 from clift.methods.inc_lora import IncLoRA
-from clift.optim import ProjectedAdamW, extend_basis
+from clift.optim import ProjectedAdamW, extend_basis, make_adamw
 
 log = logging.getLogger("clift")
 
@@ -51,7 +49,7 @@ LORA_A, FULL_RANK = "lora_A", "full_rank"
 
 @dataclass
 class GORPConfig(GaLoreFields, LoraFields, MethodConfig):
-    """GORP (fields of :class:`clift.adapters.LoraFields` and :class:`clift.methods.galore.GaLoreFields`, plus):
+    """GORP (fields of :class:`clift.adapters.LoraFields` and :class:`clift.full_rank.GaLoreFields`, plus):
 
     Attributes:
         full_rank_modules: full-rank targets as module patterns (a qualified module name or a dotted
@@ -261,18 +259,10 @@ class GORP(IncLoRA):
 
     def make_optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
         assert self.ctx is not None, "setup() must run before make_optimizer()"
-        t = self.ctx.train
         bases = {}
         if self.config.reload_bases:
             bases = {p: self.bases[key] for key, p in self._tracked.items() if key in self.bases}
-        self._optimizer = ProjectedAdamW(
-            groups,
-            lr=t.lr,
-            betas=tuple(t.adam_betas),
-            eps=t.adam_eps,
-            weight_decay=t.weight_decay,
-            shared_bases=bases,
-        )
+        self._optimizer = make_adamw(groups, self.ctx.train, shared_bases=bases)
         return self._optimizer
 
     def after_task(self, model: nn.Module, stage: Stage) -> nn.Module:
@@ -313,13 +303,17 @@ class GORP(IncLoRA):
         assert self.full is not None
         paths = [save_adapter(model, adapter_name(stage.task_index), folder)]
         meta = {"method": "gorp", "after_stage": str(stage.index), "task": stage.name}
-        if len(self.full) and should_save_delta(self.config.save_full_rank_delta, stage, len(self.ctx.stream.tasks)):
+        if len(self.full) and should_save_delta(
+            self.config.save_full_rank_delta, stage.index, len(self.ctx.stream.tasks)
+        ):
             paths.append(self.full.save_delta(folder, meta))
         if self.bases:
             from safetensors.torch import save_file
 
             path = folder / BASES_FILE
-            bases = {k: v for k, v in self.state_dict().items() if k.startswith("basis/")}
+            bases = {
+                f"basis/{kind}/{module}": s.detach().cpu().contiguous() for (kind, module), s in self.bases.items()
+            }
             save_file(bases, str(path), metadata={**meta, "threshold": str(self.config.energy_threshold)})
             paths.append(path)
         return paths
@@ -364,59 +358,62 @@ class GORP(IncLoRA):
             },
         }
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The bases and their per-task history, as tensors (what a resumed run needs).
+    def state_dict(self) -> dict[str, Any]:
+        """The bases and their per-task history (what a resumed run needs).
 
-        Keys: ``basis/<kind>/<module>`` (S, (rows, c), on CPU), ``sizes/<kind>/<module>`` (int64, columns
-        after each task), ``delta_norm_start`` / ``delta_norm_end`` (float64, NaN where unknown); kind is
-        ``lora_A`` or ``full_rank``. In the middle of a task with ``full_rank_reg`` > 0, also
-        ``task_start/<weight>``: the full-rank weights at the task's start, which ΔW is measured from.
+        ``{"bases": {kind: {module: S (rows, c), on CPU}}, "basis_sizes": {kind: {module: [columns after
+        each task]}}, "delta_norm_start": [...], "delta_norm_end": [...], "task_start": {weight: W}}``, kind
+        ``lora_A`` or ``full_rank``; norms are None where unknown. ``task_start`` holds, in the middle of a
+        task with ``full_rank_reg`` > 0, the full-rank weights at the task's start (ΔW is measured from
+        them); it is empty otherwise.
         """
-        out = {f"basis/{kind}/{module}": s.detach().cpu().contiguous() for (kind, module), s in self.bases.items()}
+        bases: dict[str, dict[str, torch.Tensor]] = {}
+        for (kind, module), s in self.bases.items():
+            bases.setdefault(kind, {})[module] = s.detach().cpu().contiguous()
+        sizes: dict[str, dict[str, list[int]]] = {}
         for (kind, module), history in self.basis_history.items():
-            out[f"sizes/{kind}/{module}"] = torch.tensor(history, dtype=torch.int64)
-        for key in ("delta_norm_start", "delta_norm_end"):
-            out[key] = norms_to_tensor(getattr(self, key))
-        out.update({f"task_start/{k}": v.detach().cpu().contiguous() for k, v in self._task_start.items()})
-        return out
+            sizes.setdefault(kind, {})[module] = list(history)
+        return {
+            "bases": bases,
+            "basis_sizes": sizes,
+            "delta_norm_start": list(self.delta_norm_start),
+            "delta_norm_end": list(self.delta_norm_end),
+            "task_start": {k: v.detach().cpu().contiguous() for k, v in self._task_start.items()},
+        }
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore :meth:`state_dict` (a file of bases alone, ``gorp_bases.safetensors``, loads too).
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the flat format of earlier versions, and a file of bases alone,
+        ``gorp_bases.safetensors``, load too).
 
         Raises:
-            ValueError: for a key :meth:`state_dict` does not write.
+            MethodStateError: for a key :meth:`state_dict` does not write, or a ``task_start`` weight that
+                matches no full-rank weight.
         """
-        bases: dict[tuple[str, str], torch.Tensor] = {}
-        history: dict[tuple[str, str], list[int]] = {}
-        task_start: dict[str, torch.Tensor] = {}
-        for key, tensor in state.items():
-            if key.startswith("task_start/"):
-                task_start[key.removeprefix("task_start/")] = tensor
-                continue
-            if key in ("delta_norm_start", "delta_norm_end"):
-                setattr(self, key, norms_from_tensor(tensor))
-                continue
-            prefix, _, rest = key.partition("/")
-            kind, _, module = rest.partition("/")
-            if prefix not in ("basis", "sizes") or kind not in (LORA_A, FULL_RANK) or not module:
-                raise ValueError(
-                    f"unexpected gorp state key {key!r}; expected basis/<kind>/<module>, sizes/<kind>/<module>, "
-                    "task_start/<weight>, delta_norm_start or delta_norm_end, with kind lora_A or full_rank."
-                )
-            if prefix == "basis":
-                bases[(kind, module)] = tensor
-            else:
-                history[(kind, module)] = [int(v) for v in tensor.tolist()]
-        self.bases = bases
-        self.basis_rows = {k: v.shape[0] for k, v in bases.items()}
-        if history:
-            self.basis_history = history
+        if legacy_state.is_flat(state):
+            state = legacy_state.gorp(state)
+        norms = ("delta_norm_start", "delta_norm_end")
+        check_state(
+            "gorp", state, {"bases": dict}, {"basis_sizes": dict, "task_start": dict, **dict.fromkeys(norms, list)}
+        )
+        for key in ("bases", "basis_sizes"):
+            check_state("gorp", state.get(key, {}), {}, {LORA_A: dict, FULL_RANK: dict}, where=key)
+        self.bases = {(kind, m): s for kind, per in state["bases"].items() for m, s in per.items()}
+        self.basis_rows = {k: v.shape[0] for k, v in self.bases.items()}
+        if "basis_sizes" in state:
+            sizes = state["basis_sizes"]
+            self.basis_history = {(kind, m): [int(c) for c in h] for kind, per in sizes.items() for m, h in per.items()}
+        for key in norms:
+            if key in state:
+                setattr(self, key, [None if v is None else float(v) for v in state[key]])
+        task_start = state.get("task_start") or {}
         if task_start:
             params = self.full.params if self.full is not None else {}
             bad = [k for k, v in task_start.items() if k not in params or params[k].shape != v.shape]
             if bad:
-                raise ValueError(
-                    f"gorp state: task_start/{bad[0]} matches no full-rank weight of that shape; resume with the "
-                    "same method config (full_rank_modules)."
+                raise MethodStateError(
+                    "gorp",
+                    f"task_start.{bad[0]}",
+                    "a full-rank weight of that name and shape (the weights at the task's start)",
+                    "resume with the same method config (full_rank_modules), or rerun with --force.",
                 )
             self._task_start = {k: v.to(params[k].device, params[k].dtype) for k, v in task_start.items()}

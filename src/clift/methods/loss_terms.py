@@ -9,9 +9,11 @@ from typing import Any
 
 import torch
 
+from clift.methods.base import check_state
+
 
 class LossTerms:
-    """Per-stage means of named loss terms, for a method's ``stats()``, resumable through tensors.
+    """Per-stage means of named loss terms, for a method's ``stats()``, resumable through its state.
 
     A method calls :meth:`start` in ``before_task``, :meth:`add` once per ``loss`` call (one
     micro-batch), :meth:`finish` in ``after_task`` and :meth:`discard` in ``restore_task`` (on resume
@@ -68,41 +70,33 @@ class LossTerms:
         """Every finished stage's row, in order."""
         return [self._row(*done) for done in self._done]
 
-    def state_dict(self, prefix: str = "terms.") -> dict[str, torch.Tensor]:
-        """The sums and call counts as 0-d tensors (float64, exact), keyed ``<prefix><i|open>.…``."""
-        out: dict[str, torch.Tensor] = {}
-        entries = [(str(i), d) for i, d in enumerate(self._done)]
-        if self._open is not None:
-            entries.append(("open", self._open))
-        for tag, (_, calls, sums) in entries:
-            out[f"{prefix}{tag}.calls"] = torch.tensor(calls, dtype=torch.int64)
-            out.update({f"{prefix}{tag}.sum.{k}": torch.tensor(v, dtype=torch.float64) for k, v in sums.items()})
-        return out
+    def state_dict(self) -> dict[str, Any]:
+        """Finished stages and the open one as ``{"done": [entry, ...], "open": entry | None}``, where an
+        entry is ``{"stage": name, "calls": int, "sums": {term: float}}`` (JSON numbers: exact)."""
 
-    def load_state_dict(self, state: dict[str, torch.Tensor], names: list[str], prefix: str = "terms.") -> None:
-        """Restore :meth:`state_dict` (other keys of ``state`` are ignored).
+        def entry(item: tuple[str, int, dict[str, float]]) -> dict[str, Any]:
+            return {"stage": item[0], "calls": item[1], "sums": dict(item[2])}
+
+        return {"done": [entry(d) for d in self._done], "open": None if self._open is None else entry(self._open)}
+
+    def load_state_dict(self, state: Any, method: str) -> None:
+        """Restore :meth:`state_dict`.
 
         Args:
-            state: the method's state.
-            names: the run's stage names in order (finished stage i is ``names[i]``; an open stage is
-                the next one).
+            state: what :meth:`state_dict` returned.
+            method: the owning method's name, for error messages.
+
+        Raises:
+            MethodStateError: for a state of another shape.
         """
-        calls: dict[str, int] = {}
-        sums: dict[str, dict[str, float]] = {}
-        for key, value in state.items():
-            if not key.startswith(prefix):
-                continue
-            tag, _, rest = key[len(prefix) :].partition(".")
-            if rest == "calls":
-                calls[tag] = int(value)
-            elif rest.startswith("sum."):
-                sums.setdefault(tag, {})[rest[4:]] = float(value)
-        done = sorted(int(t) for t in calls if t.isdigit())
-        self._done = [(names[i] if i < len(names) else str(i), calls[str(i)], sums.get(str(i), {})) for i in done]
-        self._open = None
-        if "open" in calls:
-            i = len(self._done)
-            self._open = (names[i] if i < len(names) else str(i), calls["open"], sums.get("open", {}))
+        check_state(method, state, {"done": list, "open": (dict, type(None))}, where="terms")
+        entries = [*state["done"], *([] if state["open"] is None else [state["open"]])]
+        for i, entry in enumerate(entries):
+            where = f"terms.done.{i}" if i < len(state["done"]) else "terms.open"
+            check_state(method, entry, {"stage": str, "calls": int, "sums": dict}, where=where)
+        rows = [(str(e["stage"]), int(e["calls"]), {k: float(v) for k, v in e["sums"].items()}) for e in entries]
+        self._done = rows[: len(state["done"])]
+        self._open = rows[-1] if state["open"] is not None else None
 
 
 def task_loss_of(outputs: Any) -> torch.Tensor | None:

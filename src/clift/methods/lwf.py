@@ -23,8 +23,9 @@ from torch.func import functional_call
 
 from clift.adapters import LoraFields
 from clift.data.collate import IGNORE_INDEX
-from clift.errors import ResumeError
-from clift.methods.base import MethodConfig, Stage
+from clift.errors import MethodStateError
+from clift.methods import legacy_state
+from clift.methods.base import MethodConfig, Stage, check_state
 from clift.methods.loss_terms import LossTerms, task_loss_of
 from clift.methods.sequential import SequentialBaseline, SequentialFields
 
@@ -180,34 +181,29 @@ class LwF(SequentialBaseline):
             "loss_terms": self.terms.summary(),
         }
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """``teacher.<param>`` while a task is being trained (between tasks there is no teacher), and the
-        loss-term sums (``terms.*``) so a resumed run reports the same."""
-        out = {f"teacher.{k}": v for k, v in (self.teacher or {}).items()}
-        out.update(self.terms.state_dict())
-        return out
+    def state_dict(self) -> dict[str, Any]:
+        """``{"teacher": {param: tensor} | None, "terms": LossTerms state}``: the teacher while a task is
+        being trained (between tasks there is none), and the loss-term sums so a resumed run reports the same."""
+        return {"teacher": None if self.teacher is None else dict(self.teacher), "terms": self.terms.state_dict()}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore :meth:`state_dict` (after ``attach``, so parameter names can be checked).
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (after ``attach``, so parameter names can be checked; the flat format
+        of earlier versions loads too).
 
         Raises:
-            ResumeError: for keys that are neither ``teacher.<trainable parameter>`` nor ``terms.*``.
+            MethodStateError: for missing or unexpected keys, or a teacher entry that names no trainable
+                parameter.
         """
-        teacher = {k[len("teacher.") :]: v for k, v in state.items() if k.startswith("teacher.")}
-        bad = [k for k in state if not k.startswith(("teacher.", "terms."))]
-        if self.trainable:
-            bad += [f"teacher.{k}" for k in teacher if k not in self.trainable]
-            # checkpoints load on the CPU: the teacher's weights must sit where the model's do
-            teacher = {
-                k: v.to(self.trainable[k].device, self.trainable[k].dtype)
-                for k, v in teacher.items()
-                if k in self.trainable
-            }
-        if bad:
-            raise ResumeError(
-                f"LwF state has {len(bad)} unexpected entries (e.g. {bad[0]!r}); it expects "
-                "'teacher.<trainable parameter>' and 'terms.*' keys from LwF.state_dict()."
-            )
-        self.teacher = teacher or None
         names = [s.name for s in self.stages(self.ctx.stream)] if self.ctx is not None else []
-        self.terms.load_state_dict(state, names)
+        if legacy_state.is_flat(state):
+            state = legacy_state.lwf(state, names)
+        check_state("lwf", state, {"teacher": (dict, type(None)), "terms": dict})
+        teacher = dict(state["teacher"] or {})
+        if self.trainable:
+            bad = [k for k in teacher if k not in self.trainable]
+            if bad:
+                raise MethodStateError("lwf", f"teacher.{bad[0]}", "a trainable parameter of that name")
+            # checkpoints load on the CPU: the teacher's weights must sit where the model's do
+            teacher = {k: v.to(self.trainable[k].device, self.trainable[k].dtype) for k, v in teacher.items()}
+        self.teacher = teacher or None
+        self.terms.load_state_dict(state["terms"], "lwf")

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from clift.adapters import adapter_parameters, lora_layers
-from clift.methods.base import Stage
+from clift.methods import legacy_state
+from clift.methods.base import Stage, check_state
 from clift.methods.inc_lora import IncLoRA, IncLoRAConfig
 from clift.methods.loss_terms import LossTerms, task_loss_of
 
@@ -230,10 +231,18 @@ class OLoRA(IncLoRA):
             "loss_terms": self.terms.summary(),
         }
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Only the loss-term sums (``terms.*``): the adapters themselves are model tensors."""
-        return self.terms.state_dict()
+    def state_dict(self) -> dict[str, Any]:
+        """``{"terms": LossTerms state}``: only the loss-term sums; the adapters themselves are model tensors."""
+        return {"terms": self.terms.state_dict()}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        names = [s.name for s in self.stages(self.ctx.stream)] if self.ctx is not None else []
-        self.terms.load_state_dict(state, names)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the flat format of earlier versions loads too).
+
+        Raises:
+            MethodStateError: for missing or unexpected keys.
+        """
+        if legacy_state.is_flat(state):
+            names = [s.name for s in self.stages(self.ctx.stream)] if self.ctx is not None else []
+            state = legacy_state.olora(state, names)
+        check_state("olora", state, {"terms": dict})
+        self.terms.load_state_dict(state["terms"], "olora")

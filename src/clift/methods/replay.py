@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from clift.adapters import LoraFields
-from clift.errors import ResumeError
-from clift.methods.base import MethodConfig, Stage
+from clift.errors import MethodStateError
+from clift.methods import legacy_state
+from clift.methods.base import MethodConfig, Stage, check_state
 from clift.methods.sequential import SequentialBaseline, SequentialFields
 
 if TYPE_CHECKING:
@@ -118,14 +118,18 @@ class Replay(SequentialBaseline):
     def _verify(self, tasks: list[Task]) -> None:
         for j, idx in self.memory.items():
             if j >= len(tasks) or any(i >= len(tasks[j].train) for i in idx):
-                raise ResumeError(
-                    f"replay memory refers to task {j} examples {idx[:3]}… that the current stream does not "
-                    "have; resume with the same benchmark, order, data budget and data seed."
+                raise MethodStateError(
+                    "replay",
+                    f"memory.{j}",
+                    f"examples the current stream has (it refers to {idx[:3]}… of task {j})",
+                    "resume with the same benchmark, order, data budget and data seed.",
                 )
             if [example_crc(tasks[j].train[i]) for i in idx] != self._crcs.get(j):
-                raise ResumeError(
-                    f"replay memory of task {j} ({tasks[j].name!r}) does not match the stream's examples "
-                    "(checksums differ); resume with the same data settings (data.*, seed)."
+                raise MethodStateError(
+                    "replay",
+                    f"memory_crc.{j}",
+                    f"the checksums of the stream's examples of task {j} ({tasks[j].name!r})",
+                    "resume with the same data settings (data.*, seed).",
                 )
         self._verified = True
 
@@ -152,30 +156,29 @@ class Replay(SequentialBaseline):
             "stage_examples": per_stage,
         }
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """``memory.<task index>`` (int64 indices into the task's train split) and
-        ``memory_crc.<task index>`` (int64 CRC32 of each stored example, checked on resume)."""
-        out: dict[str, torch.Tensor] = {}
-        for j, idx in self.memory.items():
-            out[f"memory.{j}"] = torch.tensor(idx, dtype=torch.int64)
-            out[f"memory_crc.{j}"] = torch.tensor(self._crcs[j], dtype=torch.int64)
-        return out
+    def state_dict(self) -> dict[str, Any]:
+        """``{"memory": {task index: [indices into its train split]}, "memory_crc": {task index: [CRC32 of
+        each stored example]}}``; the checksums are checked against the stream on resume."""
+        return {
+            "memory": {j: list(idx) for j, idx in self.memory.items()},
+            "memory_crc": {j: list(self._crcs[j]) for j in self.memory},
+        }
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore :meth:`state_dict`; the examples are checked against the stream before first use.
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the flat format of earlier versions loads too); the examples are
+        checked against the stream before first use.
 
         Raises:
-            ResumeError: for unexpected keys or a memory without its checksums.
+            MethodStateError: for missing or unexpected keys, or a memory without its checksums.
         """
-        memory: dict[int, list[int]] = {}
-        crcs: dict[int, list[int]] = {}
-        for key, value in state.items():
-            kind, _, j = key.partition(".")
-            if kind not in ("memory", "memory_crc") or not j.isdigit():
-                raise ResumeError(
-                    f"replay state has an unexpected key {key!r}; expected 'memory.<i>' and 'memory_crc.<i>'."
-                )
-            (memory if kind == "memory" else crcs)[int(j)] = [int(v) for v in value.tolist()]
-        if set(memory) != set(crcs) or any(len(memory[j]) != len(crcs[j]) for j in memory):
-            raise ResumeError("replay state: every 'memory.<i>' needs a 'memory_crc.<i>' of the same length.")
+        if legacy_state.is_flat(state):
+            state = legacy_state.replay(state)
+        check_state("replay", state, {"memory": dict, "memory_crc": dict})
+        memory = {int(j): [int(i) for i in idx] for j, idx in state["memory"].items()}
+        crcs = {int(j): [int(c) for c in v] for j, v in state["memory_crc"].items()}
+        bad = [j for j in memory if j not in crcs or len(crcs[j]) != len(memory[j])] + sorted(set(crcs) - set(memory))
+        if bad:
+            raise MethodStateError(
+                "replay", f"memory_crc.{bad[0]}", f"one checksum per stored example of task {bad[0]}, and no other"
+            )
         self.memory, self._crcs, self._verified = memory, crcs, False

@@ -1,0 +1,156 @@
+"""The method lifecycle that both training and rebuilding a finished run follow, written once.
+
+A run builds its model in this order::
+
+    make_context → method.setup → method.attach            (start_method)
+    per stage: before_task → train → after_task → evaluate   (the runner)
+
+A model is rebuilt from a checkpoint (on resume, and by ``clift export``) by replaying the structure of
+the finished stages without computing anything, then loading the values::
+
+    start_method → replay_structure(finished stages) → load_tracked + method.load_state_dict
+
+A checkpoint holds the *tracked* tensors (:func:`tracked_tensors`): everything the method added to the
+base model, plus base weights that trained. A new lifecycle hook is added here, and the runner and
+``clift.export`` both follow it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from clift.data.task import Stream
+from clift.errors import ResumeError
+from clift.methods import ContinualMethod, MethodContext, Stage, build_method
+
+
+def make_context(
+    cfg: Any,
+    model: nn.Module,
+    tokenizer: Any,
+    kind: str,
+    stream: Stream,
+    run_dir: Path,
+    device: torch.device,
+    **runtime: Any,
+) -> MethodContext:
+    """The :class:`MethodContext` a method receives in ``setup``.
+
+    Args:
+        cfg: the run's ``RunConfig``.
+        model: the base model (its config gives ``model_type``).
+        tokenizer: the model's tokenizer.
+        kind: ``causal`` or ``seq2seq``.
+        stream: the task stream (for a rebuild, names and label sets suffice).
+        run_dir: the run directory.
+        device: where the model lives.
+        **runtime: what only a training run has: ``collate``, ``compute_loss``, ``accelerator``.
+    """
+    return MethodContext(
+        kind=kind,
+        model_type=getattr(model.config, "model_type", ""),
+        tokenizer=tokenizer,
+        stream=stream,
+        run_dir=run_dir,
+        train=cfg.train,
+        seed=cfg.seed,
+        device=device,
+        **runtime,
+    )
+
+
+def start_method(method: ContinualMethod, ctx: MethodContext, model: nn.Module) -> nn.Module:
+    """Give ``method`` its context and let it prepare the base model; returns the model to train."""
+    method.setup(ctx)
+    return method.attach(model)
+
+
+def replay_structure(method: ContinualMethod, model: nn.Module, stages: Iterable[Stage]) -> nn.Module:
+    """Rebuild the structure finished ``stages`` left (``before_task`` + ``restore_task`` each).
+
+    Values are not computed: :func:`load_tracked` and ``method.load_state_dict`` overwrite them.
+    """
+    for stage in stages:
+        model = method.before_task(model, stage)
+        model = method.restore_task(model, stage)
+    return model
+
+
+def tracked_tensors(model: nn.Module, base_ids: set[int], trained_ids: set[int]) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint must hold: everything not in the base model, and base weights that trained.
+
+    Args:
+        model: the model being trained.
+        base_ids: ``id()`` of every parameter and buffer of the base model as loaded.
+        trained_ids: ``id()`` of base parameters some stage trained.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for name, p in model.named_parameters():
+        if id(p) not in base_ids or id(p) in trained_ids:
+            out[name] = p
+    for name, b in model.named_buffers():
+        if id(b) not in base_ids:
+            out[name] = b
+    return out
+
+
+def load_tracked(model: nn.Module, tensors: Mapping[str, torch.Tensor], base_ids: set[int]) -> set[int]:
+    """Copy checkpointed ``tensors`` into the rebuilt ``model`` (device and dtype of the model's tensors).
+
+    Returns:
+        ``id()`` of the base parameters among them: base weights that trained in a finished stage.
+
+    Raises:
+        ResumeError: if the checkpoint holds a tensor the model does not have (its structure changed).
+    """
+    params = dict(model.named_parameters())
+    named = {**dict(model.named_buffers()), **params}
+    missing = sorted(set(tensors) - set(named))
+    if missing:
+        raise ResumeError(
+            f"the checkpoint holds {len(missing)} tensor(s) the rebuilt model does not have (first: "
+            f"{missing[0]!r}); the method's structure changed since the run started. Rerun with --force."
+        )
+    trained: set[int] = set()
+    with torch.no_grad():
+        for name, value in tensors.items():
+            named[name].copy_(value.to(named[name].device, named[name].dtype))
+            if name in params and id(params[name]) in base_ids:
+                trained.add(id(params[name]))
+    return trained
+
+
+def rebuild(
+    cfg: Any,
+    model: nn.Module,
+    ctx: MethodContext,
+    stages_done: int | None,
+    tensors: Mapping[str, torch.Tensor],
+    method_state: dict[str, Any],
+) -> tuple[ContinualMethod, nn.Module, set[int]]:
+    """Build ``cfg``'s method on ``model`` and restore a checkpoint written after ``stages_done`` stages.
+
+    Args:
+        cfg: the run's ``RunConfig``.
+        model: the base model as loaded.
+        ctx: from :func:`make_context`.
+        stages_done: finished stages to replay (None: all of them).
+        tensors: the checkpoint's tracked tensors.
+        method_state: the checkpoint's method state.
+
+    Returns:
+        The method (state loaded), the model, and ``id()`` of the base parameters that trained.
+    """
+    base_ids = {id(t) for t in model.parameters()} | {id(t) for t in model.buffers()}
+    method = build_method(cfg.method)
+    model = start_method(method, ctx, model)
+    stages: Sequence[Stage] = method.stages(ctx.stream)
+    model = replay_structure(method, model, stages if stages_done is None else stages[:stages_done])
+    trained = load_tracked(model, tensors, base_ids)
+    method.load_state_dict(method_state)
+    return method, model, trained

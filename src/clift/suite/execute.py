@@ -1,0 +1,194 @@
+"""Running a suite: each planned run inline or in its own process, then ``suite.md`` and ``suite.json``."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from clift.errors import ConfigError, TrainingError
+from clift.io import atomic_write_json, atomic_write_text, relative_path
+from clift.results import RESULTS_FILE, RunRecord
+from clift.suite.aggregation import aggregate
+from clift.suite.markdown import format_markdown, suite_meta
+from clift.suite.planning import plan, read_results
+from clift.suite.schema import Suite, SuiteRun, json_normal, load_suite, order_dir
+
+log = logging.getLogger("clift")
+
+SUITE_MD = "suite.md"
+SUITE_JSON = "suite.json"
+
+Isolation = Literal["process", "inline"]
+
+
+@dataclass
+class SuiteResult:
+    """What :func:`run_suite` returns.
+
+    Attributes:
+        suite: the validated suite.
+        runs: every planned run with its final state (``reused``, ``ran``, ``missing``; ``new``,
+            ``resume`` or ``reuse`` in a dry run).
+        rows: the aggregated table rows (see :func:`aggregate`).
+        markdown: the content of ``suite.md``.
+        paths: the files written (empty for a dry run).
+    """
+
+    suite: Suite
+    runs: list[SuiteRun]
+    rows: list[dict[str, Any]]
+    markdown: str
+    paths: list[Path]
+
+
+def _run_inline(run: SuiteRun) -> None:
+    from clift.runner import run as run_one
+
+    result = run_one(run.config)  # an unfinished run continues from its checkpoint
+    del result  # drop the model before the next run
+    gc.collect()
+
+
+def _run_process(run: SuiteRun, python: str) -> None:
+    """Run one config in a fresh interpreter, so its peak memory is its own; output to a log file."""
+    run.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    log_path = run.run_dir.with_suffix(".log")
+    fd, cfg_path = tempfile.mkstemp(prefix=f".{run.run_dir.name}.", suffix=".yaml", dir=run.run_dir.parent)
+    os.close(fd)
+    try:
+        Path(cfg_path).write_text(yaml.safe_dump(run.config, sort_keys=False), encoding="utf-8")
+        # no --force: an unfinished run in run_dir continues from its checkpoint
+        cmd = [python, "-m", "clift.cli", "run", cfg_path, "--quiet"]
+        with open(log_path, "w", encoding="utf-8") as fh:
+            code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
+    finally:
+        Path(cfg_path).unlink(missing_ok=True)
+    if code != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
+        raise TrainingError(
+            f"suite run {run.label} {order_dir(run.order)} seed {run.seed} failed (exit code {code}); full log: "
+            f"{log_path}\n" + "\n".join(f"    {line}" for line in tail) + "\nFix the cause and run the suite "
+            "again: finished runs are reused."
+        )
+
+
+def _execute(
+    runs: list[SuiteRun], isolation: Isolation, report_only: bool, python: str | None
+) -> tuple[list[tuple[str, RunRecord]], list[str]]:
+    """Run or reuse every planned run; ``([(label, record)] of the finished ones, [missing runs])``."""
+    done: list[tuple[str, RunRecord]] = []
+    missing: list[str] = []
+    for i, run in enumerate(runs, 1):
+        tag = f"[{i}/{len(runs)}] {run.label} {order_dir(run.order)} seed {run.seed}"
+        if run.state == "reuse":
+            log.info("%s: reused (%s)", tag, run.run_dir)
+            run.state = "reused"
+        elif report_only:
+            log.info("%s: not finished (report only)", tag)
+            run.state = "missing"
+            missing.append(f"{run.label}/{run.run_dir.name}")
+            continue
+        else:
+            log.info("%s: %s (%s)", tag, "resuming" if run.state == "resume" else "running", run.run_dir)
+            if isolation == "inline":
+                _run_inline(run)
+            else:
+                _run_process(run, python or sys.executable)
+            run.state = "ran"
+        found = read_results(run.run_dir)
+        if found is None or not found.complete:
+            raise TrainingError(
+                f"suite run {run.label} {order_dir(run.order)} seed {run.seed} ended without a complete "
+                f"{RESULTS_FILE} in {run.run_dir}; run the suite again to retry it."
+            )
+        done.append((run.label, found))
+    return done, missing
+
+
+def _summary(
+    suite: Suite, runs: Sequence[SuiteRun], rows: list[dict[str, Any]], command: str, isolation: Isolation
+) -> dict[str, Any]:
+    """The content of ``suite.json``."""
+    return {
+        "suite": suite.name,
+        "command": command,
+        "isolation": isolation,
+        "config": json_normal(suite.raw),
+        "rows": rows,
+        "runs": [
+            {
+                "label": r.label,
+                "method": r.method,
+                "order": r.order,
+                "seed": r.seed,
+                # relative to output_dir, so a suite directory can be moved or committed as a whole
+                "run_dir": relative_path(r.run_dir, suite.output_dir),
+                "state": r.state,
+            }
+            for r in runs
+        ],
+    }
+
+
+def run_suite(
+    config: str | Path | Mapping[str, Any],
+    overrides: Sequence[str] = (),
+    *,
+    isolation: Isolation = "process",
+    dry_run: bool = False,
+    report_only: bool = False,
+    command: str | None = None,
+    python: str | None = None,
+) -> SuiteResult:
+    """Run (or reuse) every method × order × seed of a suite and write ``suite.md`` and ``suite.json``.
+
+    Args:
+        config: a suite YAML path or mapping (see :mod:`clift.suite`).
+        overrides: ``dotted.key=value`` overrides of the suite mapping (``seeds=[1,2]``,
+            ``base.train.max_steps=2``).
+        isolation: ``process`` runs each config in a fresh Python process (``python -m clift.cli run``;
+            per-run peak memory is then exact, and memory is returned between runs); ``inline`` runs
+            them in this process (faster to start; used by the tests).
+        dry_run: only plan: report which runs would be reused, run or resumed; write nothing.
+        report_only: run nothing; tabulate the runs already complete (others are listed as missing).
+        command: the command line to record in ``suite.md`` (default ``clift compare <file>``).
+        python: the interpreter for ``process`` isolation (default: this one).
+
+    Returns:
+        A :class:`SuiteResult`.
+
+    Raises:
+        ConfigError: an invalid suite or run config (before anything runs).
+        ResumeError: output folders holding runs with other configs (before anything runs).
+        TrainingError: a run that failed (``process`` isolation); finished runs stay reusable.
+    """
+    if isolation not in ("process", "inline"):
+        raise ConfigError(f"isolation: got {isolation!r}; allowed: 'process', 'inline'.")
+    suite = load_suite(config, overrides)
+    runs = plan(suite.runs())
+    if command is None:
+        where = str(suite.source) if suite.source is not None else "<suite mapping>"
+        command = shlex.join(["clift", "compare", where, *overrides])
+    if dry_run:
+        return SuiteResult(suite, runs, [], "", [])
+    done, missing = _execute(runs, isolation, report_only, python)
+    rows = aggregate([r for _, r in done], [label for label, _ in done])
+    meta = {**suite_meta(suite), "isolation": isolation, "missing": missing}
+    markdown = format_markdown(rows, meta, command)
+    suite.output_dir.mkdir(parents=True, exist_ok=True)
+    paths = [
+        atomic_write_text(suite.output_dir / SUITE_MD, markdown),
+        atomic_write_json(suite.output_dir / SUITE_JSON, json_normal(_summary(suite, runs, rows, command, isolation))),
+    ]
+    return SuiteResult(suite, runs, rows, markdown, paths)

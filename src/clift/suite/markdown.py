@@ -1,0 +1,91 @@
+"""Presentation: the suite table and ``suite.md`` (a pure function of the aggregated rows)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from clift.suite.aggregation import METRICS
+from clift.suite.schema import Suite
+
+
+def suite_meta(suite: Suite) -> dict[str, Any]:
+    """The facts ``suite.md`` lists above its table: model, benchmark, grid, budget, evaluation mode."""
+    base = suite.base
+    data, train, ev = (base.get(k) if isinstance(base.get(k), dict) else {} for k in ("data", "train", "eval"))
+    model = base.get("model")
+    model_name = model.get("name") if isinstance(model, dict) else model
+    budget = {k: data.get(k) for k in ("train_per_task", "test_per_task", "max_source_length") if k in data}
+    budget.update({k: train.get(k) for k in ("max_steps", "epochs", "batch_size", "lr") if k in train})
+    return {
+        "name": suite.name,
+        "model": model_name or "smollm2-135m (default)",
+        "benchmark": data.get("benchmark", "fixture (default)"),
+        "orders": ", ".join(suite.orders),
+        "seeds": ", ".join(str(s) for s in suite.seeds),
+        "budget": ", ".join(f"{k}={v}" for k, v in budget.items()) or None,
+        "eval": ev.get("mode"),
+    }
+
+
+def _cell(stat: Mapping[str, Any], digits: int = 1) -> str:
+    if stat.get("mean") is None:
+        return "—"
+    text = f"{stat['mean']:.{digits}f}"
+    return text if stat.get("std") is None else f"{text} ± {stat['std']:.{digits}f}"
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows as a Markdown table (AA, BWT, FWT, forgetting in points; † = needs the task id)."""
+    head = "| method | runs | AA | BWT | FWT | forgetting | wall time (s) | peak memory (MB) |"
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        label = f"{r['label']} †" if r.get("needs_task_id") else str(r["label"])
+        peak = r.get("peak_memory_mb")
+        cells = [
+            label,
+            str(r["n"]),
+            *(_cell(r[m]) for m in METRICS),
+            _cell(r["wall_seconds"], 0),
+            "—" if peak is None else f"{peak:.0f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _threads(count: int | None) -> str:
+    return "unrecorded" if count is None else f"{count} thread" + ("" if count == 1 else "s")
+
+
+def format_markdown(
+    rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any] | None = None, command: str | None = None
+) -> str:
+    """``suite.md``: a short header (model, benchmark, grid, budget, command), the table and its legend."""
+    meta = meta or {}
+    out = [f"# Suite: {meta.get('name', 'suite')}", ""]
+    facts = [(k, meta[k]) for k in ("model", "benchmark", "orders", "seeds", "budget", "eval") if meta.get(k)]
+    out += [f"- {k}: {v}" for k, v in facts]
+    if command:
+        out += [f"- command: `{command}`"]
+    if facts or command:
+        out.append("")
+    out += [format_table(rows), ""]
+    out.append(
+        "AA, BWT, FWT and forgetting in percentage points (protocol.md §4), mean ± sample std over orders × "
+        "seeds (no ± for a single run); `runs` = runs aggregated. † needs the task id at inference. Wall time "
+        "is the whole run (model load, zero-shot row, training, evaluation after every stage); peak memory is "
+        "the largest per-stage peak of any run (GPU: max allocated; CPU: the process's max RSS)."
+    )
+    if meta.get("isolation") == "inline":
+        out.append("Runs made inline share one process, so a CPU peak includes earlier runs of the same process.")
+    mixed = [r for r in rows if len(r.get("torch_threads") or []) > 1]
+    if mixed:
+        parts = [f"{r['label']} ({', '.join(_threads(t) for t in r['torch_threads'])})" for r in mixed]
+        out.append(
+            "Wall time mixes runs made with different CPU thread counts (`environment.torch_threads` in "
+            f"results.json), so it is not comparable across those runs: {'; '.join(parts)}."
+        )
+    missing = meta.get("missing") or []
+    if missing:
+        out.append(f"Not finished (left out of the table): {', '.join(missing)}.")
+    return "\n".join(out) + "\n"
