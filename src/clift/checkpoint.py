@@ -32,6 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from clift.errors import ResumeError
+from clift.integrity import FILES_KEY, check_state_fields, hash_files, verify_checkpoint_files
 
 CHECKPOINT_DIR = "checkpoint"
 _TENSOR = "__tensor__"
@@ -226,6 +227,7 @@ def save_checkpoint(run_dir: Path, ckpt: Checkpoint) -> Path:
         "rng": rng_json,
         "rng_ranks": ranks_json,
         "results": ckpt.results,
+        FILES_KEY: hash_files(tmp),  # verified on resume and export (clift.integrity)
     }
     (tmp / "state.json").write_text(json.dumps(state) + "\n", encoding="utf-8")
     shutil.rmtree(old, ignore_errors=True)
@@ -257,6 +259,8 @@ def load_checkpoint(folder: Path) -> Checkpoint:
     folder = Path(folder)
     try:
         state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        check_state_fields(folder, state)
+        verify_checkpoint_files(folder, state)
         model = load_file(str(folder / "model.safetensors"))
         method = join_state(state["method"], load_file(str(folder / "method.safetensors")))
         opt = sched = None

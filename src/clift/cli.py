@@ -72,7 +72,18 @@ def _check_model_name(name: str, gguf_file: str | None) -> str:
     if path.exists():
         if not (path / "config.json").is_file():
             raise CliftError(f"model folder {name!r} has no config.json; point model.name at a saved model folder.")
+        from clift.safety import refuse_pickle_weights
+
+        refuse_pickle_weights(path)
         return f"local model folder {name!r}"
+    from clift.safety import close_aliases
+
+    close = close_aliases(name, MODELS.names())
+    if close:
+        raise CliftError(
+            f"model {name!r} is not a built-in alias; did you mean {' or '.join(repr(c) for c in close)}? "
+            "(`clift ls models` lists them; a hub id is written org/name.)"
+        )
     return f"hub id {name!r} (not contacted by validate)"
 
 
@@ -169,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clift", description="Continual Low-rank Fine-Tuning.")
     parser.add_argument("--version", action="version", version=f"clift {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more (and show tracebacks)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run a continual task stream and write the accuracy matrix")
@@ -234,13 +246,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except CliftError as err:
-        if args.verbose:
+        if args.verbose or args.debug:
             raise
         print(f"clift: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("clift: interrupted; completed stages are saved in the run directory.", file=sys.stderr)
         return 130
+    except OSError as err:  # a disk or permission problem outside clift's own checks: name path and reason
+        if args.debug:
+            raise
+        from clift.safety import unexpected_error_line
+
+        print(unexpected_error_line(err), file=sys.stderr)
+        return 2
+    except Exception as err:  # last resort: one line, never a raw traceback (unless --debug)
+        if args.debug:
+            raise
+        from clift.safety import unexpected_error_line
+
+        print(unexpected_error_line(err), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

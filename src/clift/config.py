@@ -21,6 +21,7 @@ import yaml
 from clift.errors import ConfigError
 from clift.io import read_yaml
 from clift.memory import QuantizationConfig
+from clift.safety import load_yaml_bounded, shorten
 from clift.schema import Validated, build_dataclass, to_dict
 from clift.schema import check as _check
 
@@ -307,6 +308,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> RunConfig:
         """Build and validate a run config; every problem is reported in one :class:`ConfigError`."""
+        from clift.input_checks import fill_method_name, run_problems
         from clift.methods import build_method_config
 
         problems: list[str] = []
@@ -314,7 +316,8 @@ class RunConfig:
         for section in ("model", "method"):
             if isinstance(raw.get(section), str):  # `model: tiny-llama`, `method: seq_lora`
                 raw[section] = {"name": raw[section]}
-        method_raw = raw.pop("method", None) or {"name": "seq_lora"}
+        method_raw = fill_method_name(raw.pop("method", None) or {"name": "seq_lora"})
+        problems += run_problems(raw)  # name (a folder name), seeds (NumPy's range)
         cfg = build_dataclass(_RunFields, raw, "", problems)
         method = None
         try:
@@ -389,7 +392,16 @@ def apply_overrides(
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            problems.append(f"override {item!r} has no '=' after a key; write key=value, e.g. {example}.")
+            problems.append(f"override {shorten(item)} has no '=' after a key; write key=value, e.g. {example}.")
+            continue
+        try:
+            value = load_yaml_bounded(text) if text.strip() else None
+        except (yaml.YAMLError, ValueError) as err:
+            why = getattr(err, "problem", None) or str(err)
+            problems.append(
+                f"override {shorten(item)}: the value is not valid YAML ({why}); complete it (e.g. "
+                f"{key}=[0.9,0.999]) or quote it in the shell."
+            )
             continue
         parts = aliases.get(key, key).split(".")
         node: Any = out
@@ -398,10 +410,10 @@ def apply_overrides(
                 node[part] = {"name": node[part]}
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                problems.append(f"override {item!r}: {part!r} is not a section of {what}.")
+                problems.append(f"override {shorten(item)}: {part!r} is not a section of {what}.")
                 break
         else:
-            node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+            node[parts[-1]] = value
     if problems:
         raise ConfigError(problems)
     return out

@@ -132,7 +132,11 @@ class Evaluator:
         indices = list(range(len(examples)))
         with self.acc.split_between_processes(indices) as mine:
             exs = [examples[i] for i in mine]
-            preds = self._rank(model, task, exs) if self.cfg.mode == "rank" else self._generate(model, task, exs)
+            preds = (
+                self._rank(model, task, exs, desc)
+                if self.cfg.mode == "rank"
+                else self._generate(model, task, exs, desc)
+            )
             local = [
                 {
                     "idx": i,

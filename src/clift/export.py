@@ -16,7 +16,6 @@ per stage) and loading the checkpointed tensors. Then:
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,10 +23,12 @@ from typing import Any, Literal
 from peft import PeftModel
 from torch import nn
 
+from clift import safety
 from clift.checkpoint import find_checkpoint, load_checkpoint
 from clift.config import load_config
 from clift.data.task import Stream, Task
 from clift.errors import CliftError
+from clift.integrity import check_stage_range, require_result_fields
 from clift.io import atomic_write_json
 from clift.lifecycle import make_context, rebuild
 from clift.methods import ContinualMethod
@@ -69,6 +70,9 @@ def rebuild_final_model(run_dir: str | Path) -> Rebuilt:
             f"{str(run_dir)!r} is not a run directory (no {RESULTS_FILE}); give the folder `clift run` wrote."
         )
     record = read_record(run_dir)
+    # a record fills missing keys with defaults; export needs them from the file (hand-made results lack them)
+    present = {key: getattr(record, key) for key in ("tasks", "matrix", "config") if key in record.key_order}
+    require_result_fields(run_dir / RESULTS_FILE, present, ("tasks", "matrix", "config"))
     if not record.complete:
         raise CliftError(
             f"run {str(run_dir)!r} is not complete ({len(record.matrix)} stage(s) done); rerun "
@@ -86,6 +90,7 @@ def rebuild_final_model(run_dir: str | Path) -> Rebuilt:
     device = next(model.parameters()).device
     ctx = make_context(cfg, model, loaded.tokenizer, loaded.kind, stream, run_dir, device)
     method, model, trained = rebuild(cfg, model, ctx, None, ckpt.model, ckpt.method)
+    check_stage_range(ckpt, len(method.stages(stream)), folder)
     model.eval()
     return Rebuilt(model, loaded.tokenizer, method, record, bool(trained))
 
@@ -126,13 +131,14 @@ def export_run(
     """
     if mode not in ("adapter", "merged"):
         raise CliftError(f"export mode {mode!r} is unknown; use 'adapter' or 'merged'.")
+    out = Path(out) if out is not None else Path(run_dir) / f"export-{mode}"
+    safety.export_target(Path(run_dir), out)  # before the slow rebuild: never over a run or foreign files
+    safety.check_folder(out, "export", "choose another folder with --out.")
     rebuilt = rebuild_final_model(run_dir)
     model, tok, method, record = rebuilt.model, rebuilt.tokenizer, rebuilt.method, rebuilt.record
     name = record.run.method
-    out = Path(out) if out is not None else Path(run_dir) / f"export-{mode}"
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    safety.remove_clift_folder(out, "export")
+    safety.claim_folder(out, "export", "choose another folder with --out.")
     info: dict[str, Any] = {"run_dir": str(run_dir), "method": name, "mode": mode, "tasks": record.tasks}
     if mode == "adapter":
         if not isinstance(model, PeftModel):
@@ -180,6 +186,7 @@ def export_run(
         model.save_pretrained(str(out), safe_serialization=True)
         tok.save_pretrained(str(out))
         info["layout"] = "full model (transformers save_pretrained)"
+    safety.mark_folder(out, "export")  # a single adapter's save replaced the folder with its marker
     atomic_write_json(out / "clift_export.json", info)
     return out
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from clift.safety import load_yaml_bounded
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Write a file through a temporary sibling and ``os.replace`` it into place.
@@ -80,6 +82,8 @@ def read_yaml(path: str | Path, error: type[Exception], what: str, hint: str = "
             the last two, the line.
     """
     p = Path(path)
+    if p.is_dir():
+        raise error(f"{what} {str(p)!r} is a directory, not a file; give the path of the file itself.")
     if not p.is_file():
         raise error(f"{what} {str(p)!r} does not exist" + (f"; {hint}." if hint else "."))
     raw = p.read_bytes()
@@ -89,7 +93,9 @@ def read_yaml(path: str | Path, error: type[Exception], what: str, hint: str = "
         line = raw.count(b"\n", 0, err.start) + 1
         raise error(f"{p}:{line}: {what} is not valid UTF-8; re-save it as UTF-8.") from None
     try:
-        return yaml.safe_load(text)
+        return load_yaml_bounded(text)  # refuses alias bombs (clift.safety)
+    except ValueError as err:
+        raise error(f"{p}: {what}: {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

@@ -26,6 +26,7 @@ from torch import nn
 
 from clift.data.task import Stream
 from clift.errors import ResumeError
+from clift.integrity import check_shapes
 from clift.methods import ContinualMethod, MethodContext, Stage, build_method
 
 
@@ -99,14 +100,23 @@ def tracked_tensors(model: nn.Module, base_ids: set[int], trained_ids: set[int])
     return out
 
 
-def load_tracked(model: nn.Module, tensors: Mapping[str, torch.Tensor], base_ids: set[int]) -> set[int]:
+def load_tracked(
+    model: nn.Module, tensors: Mapping[str, torch.Tensor], base_ids: set[int], what: str = "the checkpoint"
+) -> set[int]:
     """Copy checkpointed ``tensors`` into the rebuilt ``model`` (device and dtype of the model's tensors).
+
+    Args:
+        model: the rebuilt model.
+        tensors: the checkpoint's tracked tensors.
+        base_ids: ``id()`` of every parameter and buffer of the base model as loaded.
+        what: how messages name the checkpoint (``checkpoint of '<run dir>'``).
 
     Returns:
         ``id()`` of the base parameters among them: base weights that trained in a finished stage.
 
     Raises:
-        ResumeError: if the checkpoint holds a tensor the model does not have (its structure changed).
+        ResumeError: if the checkpoint holds a tensor the model does not have (its structure changed), or one
+            whose shape differs from the model's (checked before any is copied in).
     """
     params = dict(model.named_parameters())
     named = {**dict(model.named_buffers()), **params}
@@ -116,6 +126,7 @@ def load_tracked(model: nn.Module, tensors: Mapping[str, torch.Tensor], base_ids
             f"the checkpoint holds {len(missing)} tensor(s) the rebuilt model does not have (first: "
             f"{missing[0]!r}); the method's structure changed since the run started. Rerun with --force."
         )
+    check_shapes(tensors, named, what)
     trained: set[int] = set()
     with torch.no_grad():
         for name, value in tensors.items():
@@ -151,6 +162,6 @@ def rebuild(
     model = start_method(method, ctx, model)
     stages: Sequence[Stage] = method.stages(ctx.stream)
     model = replay_structure(method, model, stages if stages_done is None else stages[:stages_done])
-    trained = load_tracked(model, tensors, base_ids)
+    trained = load_tracked(model, tensors, base_ids, f"checkpoint of {str(ctx.run_dir)!r}")
     method.load_state_dict(method_state)
     return method, model, trained

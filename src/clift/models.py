@@ -241,10 +241,34 @@ def _smollm2_available() -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
+def _check_before_loading(name: str) -> None:
+    """Fail fast, before transformers: pickle weights in a folder, or a near-miss of a built-in alias.
+
+    Raises:
+        ModelLoadError: naming the problem and the fix.
+    """
+    from clift import safety
+
+    try:
+        safety.refuse_pickle_weights(Path(name))
+    except safety.UnsafePathError as err:
+        raise ModelLoadError(str(err)) from None
+    close = safety.close_aliases(name, MODELS.names())
+    if close:
+        raise ModelLoadError(
+            f"model {name!r} is not a built-in alias; did you mean {' or '.join(repr(c) for c in close)}? "
+            "(`clift ls models` lists them; a hub id is written org/name.)"
+        )
+
+
 def _load_pretrained(name: str, cfg: ModelConfig, source: str, local_only: bool | None = None) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     local_only = cfg.local_files_only if local_only is None else local_only
+    _check_before_loading(name)
+    from huggingface_hub import constants
+
+    local_only = local_only or constants.HF_HUB_OFFLINE  # offline: the cache only, no retries against the hub
     common = {
         "revision": cfg.revision,
         "trust_remote_code": cfg.trust_remote_code,
@@ -262,7 +286,8 @@ def _load_pretrained(name: str, cfg: ModelConfig, source: str, local_only: bool 
     kind = model_kind(conf)
     auto = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
     try:
-        model = auto.from_pretrained(name, config=conf, dtype=_dtype(cfg), **common, **from_pretrained_kwargs(cfg))
+        extra = from_pretrained_kwargs(cfg)  # attention implementation, quantization (clift.memory)
+        model = auto.from_pretrained(name, config=conf, dtype=_dtype(cfg), use_safetensors=True, **common, **extra)
         tok = AutoTokenizer.from_pretrained(cfg.tokenizer or name, **common)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot load model or tokenizer from {name!r}: {err}") from None

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from clift.errors import RegistryError
+from clift.safety import shorten
 
 T = TypeVar("T")
 
@@ -60,7 +61,7 @@ class Registry(Generic[T]):
         names = sorted(self._entries)
         close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        return f"unknown {self.kind} {name!r}.{hint} Available: {', '.join(names)}."
+        return f"unknown {self.kind} {shorten(name)}.{hint} Available: {', '.join(names)}."
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

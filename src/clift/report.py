@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from clift import safety
 from clift.errors import CliftError
 from clift.io import atomic_write_text, relative_path
 from clift.results import RESULTS_FILE, RunRecord, format_matrix, read_record
@@ -120,8 +121,8 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> P
         if not (d / RESULTS_FILE).is_file():
             raise CliftError(f"{str(d)!r} holds no {RESULTS_FILE}; give folders written by `clift run`.")
     out = Path(out) if out is not None else (dirs[0] / "report" if len(dirs) == 1 else Path("report"))
-    out.mkdir(parents=True, exist_ok=True)
     records = [read_record(d) for d in dirs]
+    safety.claim_folder(out, "report", "choose another folder with --out.")
     lines = ["# clift report", ""]
     complete = [r for r in records if r.complete]
     if len(complete) > 1:
@@ -129,7 +130,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> P
 
         rows = aggregate(complete)
         lines += ["## Summary (mean ± std over runs)", "", format_table(rows), ""]
-        lines += [f"![AA per method]({aa_bars(rows, out / 'aa.png').name})", ""]
+        lines += [f"![AA per method]({aa_bars(rows, safety.refuse_link_target(out / 'aa.png')).name})", ""]
     used: set[str] = set()
     for d, rec in zip(dirs, records, strict=True):
         label = _run_label(rec, d)
@@ -147,8 +148,8 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> P
         ]
         if rec.matrix:
             lines += ["```", format_matrix(rec), "```", ""]
-            hm = heatmap(rec, out / f"{stem}-matrix.png")
-            fc = forgetting_curves(rec, out / f"{stem}-curves.png")
+            hm = heatmap(rec, safety.refuse_link_target(out / f"{stem}-matrix.png"))
+            fc = forgetting_curves(rec, safety.refuse_link_target(out / f"{stem}-curves.png"))
             lines += [f"![accuracy matrix]({hm.name})", f"![accuracy over the stream]({fc.name})", ""]
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))

@@ -356,15 +356,12 @@ class RunRecord(JsonRecord):
         """Parse results.json text.
 
         Raises:
-            DataError: if the text is not JSON or a value has the wrong type.
+            DataError: if the text is not JSON, not an object, lacks ``status`` or ``run``, or a value has the
+                wrong type.
         """
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(
-                f"{str(source)!r} is not valid JSON ({e}); restore it, or delete the run directory and rerun."
-            ) from None
-        return cls.from_dict(raw)
+        from clift.integrity import parse_results_json  # one clear message for a truncated or foreign file
+
+        return cls.from_dict(parse_results_json(text, source))
 
     def add_resume(self, stage: int, step: int) -> None:
         """Note that this run resumed from the checkpoint at (``stage``, ``step``)."""
@@ -474,12 +471,15 @@ def read_record(run_dir: str | Path) -> RunRecord:
     """The :class:`RunRecord` in ``<run_dir>/results.json``.
 
     Raises:
-        DataError: if the file is missing, not JSON, or holds a value of the wrong type.
+        DataError: if the file is missing, unreadable, not a JSON object, lacks ``status``/``run``, or holds a
+            value of the wrong type.
     """
     path = Path(run_dir) / RESULTS_FILE
     if not path.is_file():
         raise DataError(f"{str(run_dir)!r} holds no {RESULTS_FILE}; give a folder written by `clift run`.")
-    return RunRecord.from_json(path.read_text(encoding="utf-8"), path)
+    from clift.integrity import read_results_text
+
+    return RunRecord.from_json(read_results_text(path), path)
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> Path:

@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from clift.errors import ResumeError
-
-LOCK_FILE = "clift.lock"
-
+from clift.safety import LOCK_FILE
 
 # --------------------------------------------------------------------------------------------------
 # the run-folder lock

@@ -11,7 +11,6 @@ import contextlib
 import logging
 import math
 import resource
-import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from clift import safety
 from clift.checkpoint import (
     CHECKPOINT_DIR,
     Checkpoint,
@@ -35,9 +35,11 @@ from clift.checkpoint import (
 from clift.config import RunConfig, load_config, upgrade_config
 from clift.data.collate import PromptEncoder, TrainCollator
 from clift.data.task import Stream, Task
+from clift.divergence import DivergenceGuard
 from clift.engines import Engine, check_engine
 from clift.errors import ConfigError, DataError, ResumeError, TrainingError
 from clift.evaluation import Evaluator
+from clift.integrity import check_data_unchanged, check_stage_range
 from clift.lifecycle import load_tracked, make_context, replay_structure, start_method, tracked_tensors
 from clift.memory import check_memory_settings, enable_gradient_checkpointing
 from clift.methods import ContinualMethod, Stage, build_method
@@ -258,6 +260,9 @@ class Runner:
                 return RunResult(self.run_dir, old, is_main_process=self.acc.is_main_process)
             set_seed(cfg.seed)
             stream = self._load_stream()
+            if old is not None:  # a data file edited since the run started must not be trained on silently
+                recorded = ckpt.results.get("data") if ckpt else old.data
+                check_data_unchanged(recorded, self._provenance(stream), self.run_dir)
             loaded, method = self._load_model()
             model = loaded.model
             self._open_record(old, ckpt, loaded, stream, method)
@@ -265,6 +270,8 @@ class Runner:
                 self._zero_shot(model, stream)
             model = self._start_method(method, loaded, stream)
             stages = method.stages(stream)
+            if ckpt is not None:
+                check_stage_range(ckpt, len(stages), self.run_dir / CHECKPOINT_DIR)
             start = 0 if ckpt is None else ckpt.stage
             if ckpt is not None:
                 model = replay_structure(method, model, stages[:start])  # the structure; values come next
@@ -305,6 +312,7 @@ class Runner:
         t_eval = time.time() - t0
         if self.cfg.save_adapters and self.acc.is_main_process:
             folder = self.run_dir / ADAPTERS_DIR / f"{stage.index}-{stage.name}"
+            safety.refuse_symlinks(self.run_dir, folder)
             train_log.saved = [str(p.relative_to(self.run_dir)) for p in method.save_task(model, stage, folder)]
         timing = StageTiming(stage.name, t_train, t_eval, _peak_memory_mb(self.acc.device))
         record = self.record
@@ -332,11 +340,12 @@ class Runner:
 
     # ---- setting up ---------------------------------------------------------------------------
     def _start(self) -> None:
-        """Check the memory settings, make the accelerator, check its engine and lock the run folder."""
+        """Check the memory settings, make the accelerator, check its engine, check and lock the run folder."""
         check_memory_settings(self.cfg)
         self._t_start = time.time()
         self.acc = make_accelerator(self.cfg, self.run_dir)
         self.engine = check_engine(self.cfg.method.method_name(), self.acc)
+        safety.check_folder(self.run_dir, "run", "use a new output_dir (or name)")  # before the lock writes in it
         self.lock = lock_run(self.acc, self.run_dir)  # one launcher per run folder (clift.runlock)
 
     def _start_method(self, method: ContinualMethod, loaded: LoadedModel, stream: Stream) -> nn.Module:
@@ -362,12 +371,14 @@ class Runner:
     def _open_dir(self) -> tuple[RunRecord | None, Checkpoint | None]:
         """Create the run directory, or check and read the run it already holds."""
         existing = self.run_dir / RESULTS_FILE
+        safety.check_folder(self.run_dir, "run", "use a new output_dir (or name)")  # every process, before --force
         if existing.exists() and self.force:
             if self.acc.is_main_process:
-                shutil.rmtree(self.run_dir)
+                safety.remove_clift_folder(self.run_dir, "run")  # refuses another tool's folder or a link
             self.acc.wait_for_everyone()
+        safety.claim_folder(self.run_dir, "run", "use a new output_dir (or name)")
+        safety.refuse_symlinks(self.run_dir, *(self.run_dir / e for e in safety.RUN_ENTRIES))
         if not existing.exists():
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             return None, None
         old = read_record(self.run_dir)
         diff = config_diff(upgrade_config(old.config), self.cfg.to_dict())
@@ -470,7 +481,7 @@ class Runner:
     # ---- checkpoints --------------------------------------------------------------------------
     def _restore(self, model: nn.Module, method: ContinualMethod, ckpt: Checkpoint) -> None:
         """Load a checkpoint's tensors into the rebuilt ``model`` and its state into ``method``."""
-        self._trained_ids |= load_tracked(model, ckpt.model, self._base_ids)
+        self._trained_ids |= load_tracked(model, ckpt.model, self._base_ids, f"checkpoint of {str(self.run_dir)!r}")
         method.load_state_dict(ckpt.method)
 
     def _save_checkpoint(self, model: nn.Module, method: ContinualMethod, stage: int, step: int, **mid: Any) -> None:
@@ -564,10 +575,12 @@ class Runner:
             disable=not (cfg.log.progress and acc.is_local_main_process),
         )
         every, log_every = cfg.train.checkpoint_every, cfg.log.log_every
+        guard = DivergenceGuard(loop.params, cfg.train, stage, self.run_dir / CHECKPOINT_DIR)
         try:
             for step in range(progress.step, len(loop.plan)):
                 if not self._optimizer_step(model, method, stage, step, loop, progress):
                     continue
+                guard.check(step, progress.losses[-1])
                 bar.update(1)
                 losses = progress.losses
                 if (step + 1) % log_every == 0 or step + 1 == len(loop.plan):

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from clift.errors import ConfigError
+from clift.safety import shorten
 
 __all__ = ["Validated", "build_dataclass", "check", "field_help", "to_dict"]
 
@@ -51,7 +52,7 @@ def _coerce_union(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
         out = _coerce(value, arg, where, trial)
         if not trial:
             return out
-    problems.append(f"{where}: got {value!r}, expected {_type_name(tp)}.")
+    problems.append(f"{where}: got {shorten(value)}, expected {_type_name(tp)}.")
     return value
 
 
@@ -65,7 +66,7 @@ def _coerce_literal(value: Any, tp: Any, where: str, problems: list[str]) -> Any
             return a
         if value is False and a == "no":
             return a
-    problems.append(f"{where}: got {value!r}; allowed values: {', '.join(repr(a) for a in allowed)}.")
+    problems.append(f"{where}: got {shorten(value)}; allowed values: {', '.join(repr(a) for a in allowed)}.")
     return value
 
 
@@ -74,7 +75,7 @@ def _coerce_list(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     if isinstance(value, str):  # `tasks=a,b` on the command line
         value = [v.strip() for v in value.split(",") if v.strip()]
     if not isinstance(value, (list, tuple)):
-        problems.append(f"{where}: got {value!r}, expected a list.")
+        problems.append(f"{where}: got {shorten(value)}, expected a list.")
         return value
     items = [_coerce(v, inner, f"{where}[{i}]", problems) for i, v in enumerate(value)]
     return tuple(items) if typing.get_origin(tp) is tuple else items
@@ -82,7 +83,7 @@ def _coerce_list(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
 
 def _coerce_dict(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     if not isinstance(value, Mapping):
-        problems.append(f"{where}: got {value!r}, expected a mapping.")
+        problems.append(f"{where}: got {shorten(value)}, expected a mapping.")
         return value
     return dict(value)
 
@@ -157,7 +158,7 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
         convert, expected = _SCALARS[tp]
         out = convert(value)
         if out is None:
-            problems.append(f"{where}: got {value!r}, expected {expected}.")
+            problems.append(f"{where}: got {shorten(value)}, expected {expected}.")
             return value
         return out
     if _is_dataclass_type(tp):
@@ -190,7 +191,7 @@ def build_dataclass(cls: type, data: Any, where: str, problems: list[str]) -> An
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        problems.append(f"{where or 'config'}: got {data!r}, expected a mapping of keys to values.")
+        problems.append(f"{where or 'config'}: got {shorten(data)}, expected a mapping of keys to values.")
         return None
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}

@@ -24,6 +24,7 @@ from clift.data.task import Example
 from clift.errors import DataError
 
 FORMATS = ("json", "jsonl", "csv")
+CSV_FIELD_LIMIT = 2**31 - 1  # as long as a C long allows everywhere
 
 # A message listing thousands of bad records helps nobody; the first ones show the pattern.
 MAX_LISTED_PROBLEMS = 20
@@ -114,6 +115,8 @@ def detect_format(path: str | Path, fmt: str | None = None) -> str:
         DataError: for an unknown format or extension.
     """
     if fmt is not None:
+        if not isinstance(fmt, str):
+            raise DataError(f"{path}: 'format' must be one of {', '.join(FORMATS)}, got {str(fmt)[:40]!r}.")
         fmt = fmt.lower().lstrip(".")
         if fmt not in FORMATS:
             raise DataError(f"{path}: unknown format {fmt!r}; allowed: {', '.join(FORMATS)}.")
@@ -246,6 +249,8 @@ def read_records(
     """
     path_s = str(path)
     p = Path(path)
+    if p.is_dir():
+        raise DataError(f"data file {path_s!r} is a directory, not a file; give the file itself.")
     if not p.is_file():
         raise DataError(f"data file {path_s!r} does not exist; check the path.")
     kind = detect_format(p, fmt)
@@ -295,6 +300,7 @@ def _make_record(
 
 def _read_csv(text: str, path: str, text_field: str, label_field: str, problems: RecordProblems) -> list[Record]:
     # newline="" semantics: hand the csv module the raw text so quoted newlines stay inside fields
+    csv.field_size_limit(CSV_FIELD_LIMIT)  # the default 131,072 characters would refuse long texts JSONL takes
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader, None)

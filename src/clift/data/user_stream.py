@@ -36,6 +36,7 @@ import yaml
 
 from clift.data.carve import LOAD_RULES, carve_splits, label_counts
 from clift.data.catalog import task_catalog
+from clift.data.label_checks import check_conflicting_labels, warn_single_class
 from clift.data.records import (
     Record,
     RecordProblems,
@@ -50,6 +51,7 @@ from clift.data.specs import TaskSpec, apply_budgets, check_keys
 from clift.data.task import SPLITS, Example, Stream
 from clift.errors import DataError
 from clift.io import read_yaml
+from clift.safety import shorten
 
 if TYPE_CHECKING:
     from clift.config import DataConfig
@@ -116,7 +118,7 @@ def _yaml_task_lines(text: str) -> list[int]:
 def _threshold(value: Any, where: str, problems: list[str]) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         problems.append(
-            f"{where}: overlap_threshold must be a fraction of the test split between 0 and 1, got {value!r}."
+            f"{where}: overlap_threshold must be a fraction of the test split between 0 and 1, got {shorten(value)}."
         )
         return DEFAULT_OVERLAP_THRESHOLD
     return float(value)
@@ -164,7 +166,7 @@ def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
         line = lines[i] if i < len(lines) else 0
         where = f"{path}:{line} (task {i + 1})" if line else f"{path} (task {i + 1})"
         if not isinstance(raw, Mapping):
-            problems.append(f"{where}: expected a mapping with 'name' and 'train', got {raw!r}.")
+            problems.append(f"{where}: expected a mapping with 'name' and 'train', got {shorten(raw)}.")
             continue
         check_keys(where, raw, TASK_KEYS, problems)
         tname = raw.get("name")
@@ -183,13 +185,12 @@ def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
             if value is None:
                 continue
             if not isinstance(value, str) or not value.strip():
-                problems.append(f"{where}: '{split}' must be a file path, got {value!r}.")
+                problems.append(f"{where}: '{split}' must be a file path, got {shorten(value)}.")
                 continue
             fp = (path.parent / value).expanduser()
             if not fp.is_file():
-                problems.append(
-                    f"{where}: {split} file {str(fp)!r} does not exist (paths are relative to {path.parent})."
-                )
+                why = "is a directory, not a file" if fp.is_dir() else "does not exist"
+                problems.append(f"{where}: {split} file {str(fp)!r} {why} (paths are relative to {path.parent}).")
                 continue
             try:
                 detect_format(fp, raw.get("format"))
@@ -241,7 +242,7 @@ def _declared_labels(entry: _TaskEntry, where: str, problems: list[str]) -> tupl
     if value is None:
         return None
     if not isinstance(value, list) or not value:
-        problems.append(f"{where}: 'labels' must be a non-empty list of label strings, got {value!r}.")
+        problems.append(f"{where}: 'labels' must be a non-empty list of label strings, got {shorten(value)}.")
         return None
     out = []
     for v in value:
@@ -294,11 +295,13 @@ def _read_user_stream(path: Path, keys: tuple[Any, ...]) -> UserStream:
             records[split] = read_records(
                 fp, entry.text_field, entry.label_field, entry.raw.get("format"), problems=records_problems
             )
+            check_conflicting_labels(records[split], records_problems)  # one text, two labels: an error
             if not records[split] and not any(str(fp) in msg for msg in records_problems.items):
                 records_problems.add(f"{fp}:1: no records; a {split} file needs at least one.")
         labels = _declared_labels(entry, where, shape_problems)
         if labels is None:  # inferred from train: the sorted set of its (usable) labels
             labels = tuple(sorted({s for r in records.get("train", []) if (s := label_string(r.label))}))
+        warn_single_class(entry.name, labels, entry.files.get("train"), where)
         specs.append(_spec_for(entry, labels, where, shape_problems))
         split_examples: dict[str, list[Example]] = {}
         split_lines: dict[str, dict[str, int]] = {}

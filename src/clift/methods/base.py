@@ -34,6 +34,7 @@ from torch import nn
 from clift.errors import ConfigError, MethodStateError
 from clift.optim.factory import make_adamw
 from clift.registry import Registry
+from clift.safety import shorten
 from clift.schema import Validated, build_dataclass, to_dict
 
 if TYPE_CHECKING:
@@ -310,7 +311,7 @@ def build_method_config(raw: dict[str, Any] | MethodConfig) -> MethodConfig:
     if isinstance(raw, MethodConfig):
         return raw
     if not isinstance(raw, dict):
-        raise ConfigError(f"method: got {raw!r}; expected a method name or a mapping with a `name` key.")
+        raise ConfigError(f"method: got {shorten(raw)}; expected a method name or a mapping with a `name` key.")
     data = dict(raw)
     name = data.pop("name", None)
     if name is None:
@@ -323,7 +324,7 @@ def build_method_config(raw: dict[str, Any] | MethodConfig) -> MethodConfig:
         presets = entry.config_cls.PRESETS
         if preset not in presets:
             allowed = ", ".join(sorted(presets)) or "none (this method has no presets)"
-            raise ConfigError(f"method.preset: unknown preset {preset!r} for {name!r}; available: {allowed}.")
+            raise ConfigError(f"method.preset: unknown preset {shorten(preset)} for {name!r}; available: {allowed}.")
         data = {**presets[preset], **data}
     problems: list[str] = []
     cfg = build_dataclass(entry.config_cls, data, "method", problems)

@@ -27,7 +27,7 @@ group lr (the HF / GaLore AdamW form that GORP's code uses)::
 The moments are not rotated when the projection is refreshed (as GaLore), and ``exp_avg`` after the last
 step is the first moment GORP builds its bases from (:meth:`ProjectedAdamW.first_moment`). The state
 holds tensors and numbers only (``step``, ``exp_avg``, ``exp_avg_sq``, ``proj_left`` / ``proj_right``,
-``shared_basis``), so ``state_dict()`` saves with ``torch.save`` and loads with ``weights_only=True``.
+``shared_basis``), so ``state_dict()`` splits into safetensors + JSON for checkpoints (clift.checkpoint).
 """
 
 from __future__ import annotations
