@@ -306,8 +306,8 @@ def run_and_resume(args: argparse.Namespace, method: str, root: Path) -> dict[st
     full = clift.run({**cfg, "output_dir": str(root / f"{method}-full")}, stream=stream).results
     original = Runner._save_checkpoint
 
-    def interrupting(self: Runner, model: torch.nn.Module, stage: int, step_: int, **mid: Any) -> None:
-        original(self, model, stage, step_, **mid)
+    def interrupting(self: Runner, model: torch.nn.Module, method_: Any, stage: int, step_: int, **mid: Any) -> None:
+        original(self, model, method_, stage, step_, **mid)
         if stage == 1 and step_ > 0:  # a mid-task checkpoint of task 2 is on disk: "crash" now
             raise _Interrupt
 

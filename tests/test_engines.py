@@ -25,6 +25,7 @@ from clift.engines import (
 )
 from clift.errors import ConfigError
 
+from .conftest import free_port
 from .engines_driver import config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +96,8 @@ def test_cli_refuses_before_launching(tmp_path, capsys):
 
 
 def _torchrun(*args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547", *args]
+    port = str(free_port())
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, *args]
 
 
 @pytest.mark.slow
@@ -132,7 +134,9 @@ def test_killed_two_process_run_resumes_through_accelerate_config(tmp_path):
             }
         )
     )
-    cmd = [sys.executable, "-m", "clift.cli", "run", str(cfg), "--accelerate-config", str(ACCEL / "ddp-cpu.yaml"), "-q"]
+    accel = tmp_path / "ddp-cpu.yaml"  # the shipped file on a free port (29500 may be taken by another job)
+    accel.write_text((ACCEL / "ddp-cpu.yaml").read_text() + f"main_process_port: {free_port()}\n")
+    cmd = [sys.executable, "-m", "clift.cli", "run", str(cfg), "--accelerate-config", str(accel), "-q"]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = run_dir / "checkpoint" / "state.json"
     deadline = time.time() + 600

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from clift.errors import ResumeError
-from clift.safety import LOCK_FILE
+from clift.safety import LOCK_FILE, UnsafePathError, write_error
 
 # --------------------------------------------------------------------------------------------------
 # the run-folder lock
@@ -75,6 +75,21 @@ def _describe(holder: dict[str, Any]) -> str:
 
 
 def acquire_run_lock(run_dir: Path) -> RunLock:
+    """Take ``run_dir/clift.lock`` (see :func:`_acquire`).
+
+    Raises:
+        ResumeError: another live process (or a process on another host) holds the lock.
+        UnsafePathError: the run folder or its lock cannot be written (read-only, permission, disk full).
+    """
+    try:
+        return _acquire(run_dir)
+    except OSError as err:
+        if isinstance(err, UnsafePathError):
+            raise
+        raise write_error(run_dir, err, "run folder", "use a new output_dir (or name)") from None
+
+
+def _acquire(run_dir: Path) -> RunLock:
     """Take ``run_dir/clift.lock`` for this process, or refuse naming the process that holds it.
 
     A lock whose holder is this very process (a run that failed earlier in the same interpreter) or a
@@ -110,17 +125,19 @@ def lock_run(accelerator: Any, run_dir: Path) -> RunLock | None:
 
     Raises:
         ResumeError: another launcher holds the folder (see :func:`acquire_run_lock`).
+        UnsafePathError: the run folder cannot be written.
     """
     lock, error = None, None
     if accelerator.is_main_process:
         try:
             lock = acquire_run_lock(run_dir)
-        except ResumeError as err:
-            error = str(err)
+        except (ResumeError, UnsafePathError) as err:
+            error = (isinstance(err, UnsafePathError), str(err))
     if accelerator.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
         error = broadcast_object_list([error])[0]
     if error is not None:
-        raise ResumeError(error)
+        unsafe, text = error
+        raise UnsafePathError(text) if unsafe else ResumeError(text)
     return lock
