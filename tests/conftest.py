@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,13 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
 
 # tiny models: thread start-up costs more than it saves, and CI machines have few cores
 torch.set_num_threads(1)
+
+
+def free_port() -> int:
+    """A port nothing listens on now (a fixed port collides with other torchrun jobs on the machine)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def fixture_stream(train: int = 32, test: int = 12, names: list[str] | None = None) -> Stream:

@@ -18,13 +18,17 @@ def test_all_configs_are_collected():
     by_folder = {}
     for p in CONFIGS:
         by_folder[p.parent.name] = by_folder.get(p.parent.name, 0) + 1
-    assert by_folder == {"configs": 1, "papers": 8, "ablations": 11, "suite": 6, "selection": 1}
+    assert by_folder == {"configs": 1, "papers": 8, "ablations": 11, "suite": 6, "selection": 1, "accelerate": 5}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_config_validates(path):
     raw = yaml.safe_load(path.read_text())
-    if "base" in raw:  # a comparison-suite config (clift compare)
+    if path.parent.name == "accelerate":  # Accelerate config files (clift run --accelerate-config)
+        from clift.engines import engine_from_accelerate_config, read_accelerate_config
+
+        assert engine_from_accelerate_config(read_accelerate_config(path)).name in ("ddp", "fsdp", "zero2", "zero3")
+    elif "base" in raw:  # a comparison-suite config (clift compare)
         assert load_suite(path).runs()
     else:
         cfg = load_config(path)

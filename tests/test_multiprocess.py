@@ -5,19 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-
-def _free_port() -> int:
-    """A port nothing listens on now (a fixed port collides with other torchrun jobs on the machine)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from .conftest import free_port
 
 
 def _config(path, out, batch_size):
@@ -49,7 +43,7 @@ def test_two_processes_match_one(tmp_path):
     multi = _config(tmp_path / "multi.yaml", tmp_path / "multi", 4)
     single = _config(tmp_path / "single.yaml", tmp_path / "single", 8)
     out = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "clift.cli", "run", str(multi)],
+        [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "clift.cli", "run", str(multi)],
         env=env,
         capture_output=True,
         text=True,

@@ -114,6 +114,7 @@ def test_a_run_made_by_the_previous_version_resumes(tmp_path):
     assert "intervals" not in out  # the old rows carry no per-example correctness to resample
     for key in ("metric", "task_metrics", "by_metric"):  # per-metric matrices came later: an old run has none
         assert key not in out
+    assert "engine" not in out  # recorded from a run's start: the old run predates the key
 
 
 def test_crash_before_first_checkpoint_keeps_zero_shot_row(tmp_path, monkeypatch):

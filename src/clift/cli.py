@@ -38,6 +38,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from clift.runner import Runner
 
     cfg = load_config(*_config_args(args))
+    if args.accelerate_config and not _launched():
+        return _relaunch(args, cfg.method.method_name())
     if args.quiet:
         cfg.log.progress = False
     result = Runner(cfg, force=args.force).run()
@@ -45,6 +47,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(result.table())
         print(f"run directory: {result.run_dir}")
     return 0
+
+
+def _launched() -> bool:
+    from clift.engines import launched
+
+    return launched()
+
+
+def _relaunch(args: argparse.Namespace, method_name: str) -> int:
+    """Run this same command under ``accelerate launch --config_file FILE`` (the engine is Accelerate's)."""
+    import signal
+    import subprocess
+
+    from clift.engines import launch_command, prelaunch_check
+
+    prelaunch_check(args.accelerate_config, method_name)  # refuse before any process starts
+    argv = ["run", args.config, *args.overrides] + ["--force"] * args.force + ["--quiet"] * args.quiet
+    child = subprocess.Popen(launch_command(args.accelerate_config, argv))
+    # a scheduler's SIGTERM to clift must reach the launcher, which stops its workers (else they run on)
+    signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    return child.wait()
 
 
 def _check_model_name(name: str, gguf_file: str | None) -> str:
@@ -86,6 +109,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     config, overrides = _config_args(args)
     cfg = load_config(config, overrides)
+    from clift.memory import check_memory_settings
+
+    check_memory_settings(cfg)  # quantization × method, attention implementation × what is installed
     model_desc = _check_model_name(cfg.model.name, cfg.model.gguf_file)
     from clift.data.benchmarks import load_stream
 
@@ -181,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. train.lr=1e-4 order=2")
     p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars (for CI and log files)")
+    p.add_argument(
+        "--accelerate-config",
+        metavar="FILE",
+        help="run under `accelerate launch --config_file FILE` (DDP, FSDP, DeepSpeed; see README 'Scaling up')",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("validate", help="check a configuration (keys, values, data, model name) without training")
@@ -233,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest:
         args.overrides = [*args.overrides, *rest]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    for noisy in ("transformers", "accelerate", "peft"):
+    for noisy in ("transformers", "accelerate", "peft", "bitsandbytes"):
         logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.ERROR)
     if not args.verbose:
         import warnings

@@ -20,6 +20,7 @@ import yaml
 
 from clift.errors import ConfigError
 from clift.io import read_yaml
+from clift.memory import QuantizationConfig
 from clift.safety import load_yaml_bounded, shorten
 from clift.schema import Validated, build_dataclass, to_dict
 from clift.schema import check as _check
@@ -50,6 +51,10 @@ class ModelConfig(Validated):
         revision: hub revision (branch, tag or commit) for hub ids.
         trust_remote_code: allow model code from the hub. Default false.
         local_files_only: never contact the hub (set true on offline machines). Default false.
+        attn_implementation: ``eager``, ``sdpa`` or ``flash_attention_2`` (needs flash-attn and a GPU);
+            null = transformers' default for the model. Default null.
+        quantization: a quantized base through bitsandbytes (:class:`clift.memory.QuantizationConfig`,
+            e.g. ``{bits: 4}`` for QLoRA); adapter methods only. Default null (unquantized).
     """
 
     name: str = field(default="smollm2-135m", metadata={"help": "alias, local dir, .gguf file or hub id"})
@@ -60,6 +65,12 @@ class ModelConfig(Validated):
     revision: str | None = field(default=None, metadata={"help": "hub revision"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow hub model code"})
     local_files_only: bool = field(default=False, metadata={"help": "never contact the hub"})
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = field(
+        default=None, metadata={"help": "eager | sdpa | flash_attention_2 (null: the model's default)"}
+    )
+    quantization: QuantizationConfig | None = field(
+        default=None, metadata={"help": "quantized base, e.g. {bits: 4} (QLoRA; adapter methods only)"}
+    )
 
     def problems(self) -> list[str]:
         p: list[str] = []
@@ -140,6 +151,8 @@ class TrainConfig(Validated):
         nan_policy: what a non-finite loss does: ``stop`` (raise, naming task and step) or ``skip`` the batch.
         checkpoint_every: optimizer steps between mid-task checkpoints (0: only at task boundaries). A
             checkpoint is always written after each task. Default 100.
+        gradient_checkpointing: recompute activations in the backward pass (less memory, ~30 % more
+            time), with PEFT's input-grad hook. Default false.
     """
 
     epochs: int = field(default=1, metadata={"help": "epochs per task"})
@@ -156,6 +169,7 @@ class TrainConfig(Validated):
     mixed_precision: Literal["no", "bf16", "fp16"] = field(default="no", metadata={"help": "no | bf16 | fp16"})
     nan_policy: Literal["stop", "skip"] = field(default="stop", metadata={"help": "non-finite loss: stop | skip"})
     checkpoint_every: int = field(default=100, metadata={"help": "steps between mid-task checkpoints (0: off)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations (saves memory)"})
 
     def problems(self) -> list[str]:
         p: list[str] = []

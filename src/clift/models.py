@@ -21,6 +21,7 @@ from torch import nn
 
 from clift.config import ModelConfig
 from clift.errors import ModelLoadError
+from clift.memory import apply_to_model, from_pretrained_kwargs
 from clift.registry import Registry
 
 TINY_TOKENIZER = Path(__file__).parent / "assets" / "tiny-tokenizer"
@@ -285,7 +286,8 @@ def _load_pretrained(name: str, cfg: ModelConfig, source: str, local_only: bool 
     kind = model_kind(conf)
     auto = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
     try:
-        model = auto.from_pretrained(name, config=conf, dtype=_dtype(cfg), use_safetensors=True, **common)
+        extra = from_pretrained_kwargs(cfg)  # attention implementation, quantization (clift.memory)
+        model = auto.from_pretrained(name, config=conf, dtype=_dtype(cfg), use_safetensors=True, **common, **extra)
         tok = AutoTokenizer.from_pretrained(cfg.tokenizer or name, **common)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot load model or tokenizer from {name!r}: {err}") from None
@@ -316,6 +318,7 @@ def load_model(cfg: ModelConfig | str) -> LoadedModel:
         loaded.tokenizer = _finish_tokenizer(AutoTokenizer.from_pretrained(cfg.tokenizer))
     if cfg.dtype not in ("float32", "auto") and next(loaded.model.parameters()).dtype != _DTYPES[cfg.dtype]:
         loaded.model = loaded.model.to(_DTYPES[cfg.dtype])
+    loaded.model = apply_to_model(loaded.model, cfg)  # attention implementation, quantization (QLoRA)
     return loaded
 
 

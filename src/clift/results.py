@@ -264,6 +264,25 @@ class Environment(JsonRecord):
 
 
 @dataclass
+class EngineInfo(JsonRecord):
+    """``engine``: the distributed engine the run used (:class:`clift.engines.Engine`; absent in older files).
+
+    Attributes:
+        name: ``single``, ``ddp``, ``fsdp``, ``zero1``, ``zero2`` or ``zero3``.
+        world_size: number of processes.
+        shards_parameters: weights split across processes outside the forward (FSDP sharding, ZeRO-3).
+        flattens_optimizer: the optimizer saw flat 1-D partitions, not each weight (ZeRO, FSDP1).
+        detail: the engine's own words (``MULTI_CPU``, ``FSDP2 FULL_SHARD``, ...).
+    """
+
+    name: str = "single"
+    world_size: int = 1
+    shards_parameters: bool = False
+    flattens_optimizer: bool = False
+    detail: str = ""
+
+
+@dataclass
 class Resume(JsonRecord):
     """One entry of ``resumes``: the checkpoint a resumed run continued from (stage index, optimizer step)."""
 
@@ -311,6 +330,7 @@ class RunRecord(JsonRecord):
         versions: Python and library versions.
         git: the clift commit.
         num_processes: data-parallel processes.
+        engine: the distributed engine (None in files before it existed).
         environment: device, threads, processes, precision (None in files before it existed).
         config: the resolved configuration (``RunConfig.to_dict()``).
         method_stats: the method's own numbers (``ContinualMethod.stats()``), set after each stage.
@@ -323,7 +343,17 @@ class RunRecord(JsonRecord):
     """
 
     optional: ClassVar[frozenset[str]] = frozenset(
-        {"metric", "task_metrics", "by_metric", "environment", "method_stats", "resumes", "correct", "intervals"}
+        {
+            "metric",
+            "task_metrics",
+            "by_metric",
+            "engine",
+            "environment",
+            "method_stats",
+            "resumes",
+            "correct",
+            "intervals",
+        }
     )
 
     status: str = "running"
@@ -348,6 +378,7 @@ class RunRecord(JsonRecord):
     versions: dict[str, str | None] = field(default_factory=dict)
     git: GitInfo = field(default_factory=GitInfo)
     num_processes: int = 1
+    engine: EngineInfo | None = None
     environment: Environment | None = None
     config: dict[str, Any] = field(default_factory=dict)
     method_stats: dict[str, Any] | None = None

@@ -37,6 +37,7 @@ from clift.data.collate import PromptEncoder, TrainCollator
 from clift.data.prompts import make_template
 from clift.data.task import Stream, Task
 from clift.divergence import DivergenceGuard
+from clift.engines import Engine, check_engine
 from clift.errors import ConfigError, DataError, ResumeError, TrainingError
 from clift.evaluation import Evaluator
 from clift.integrity import check_data_unchanged, check_stage_range
@@ -49,6 +50,7 @@ from clift.lifecycle import (
     start_method,
     tracked_tensors,
 )
+from clift.memory import check_memory_settings, enable_gradient_checkpointing
 from clift.methods import ContinualMethod, Stage, build_method
 from clift.models import LoadedModel, load_model
 from clift.results import (
@@ -56,6 +58,7 @@ from clift.results import (
     RESULTS_FILE,
     ZERO_SHOT_KEY,
     Budgets,
+    EngineInfo,
     RunInfo,
     RunRecord,
     StageTiming,
@@ -69,6 +72,7 @@ from clift.results import (
     write_predictions,
     write_record,
 )
+from clift.runlock import RunLock, lock_run
 from clift.stats import bootstrap_run
 
 log = logging.getLogger("clift")
@@ -240,8 +244,10 @@ class Runner:
         self._stream = stream
         # provenance of a Python stream, made when it is checked, carved and budgeted (_load_stream)
         self._python_provenance: dict[str, Any] = {}
-        # made by run(): the accelerator, the encoders, the method, the results record
+        # made by run(): the accelerator, its engine, the run-folder lock, the encoders, the method, the record
         self.acc: Any = None
+        self.engine: Engine | None = None
+        self.lock: RunLock | None = None
         self.encoder: PromptEncoder | None = None
         self.collate: TrainCollator | None = None
         self.evaluator: Evaluator | None = None
@@ -257,52 +263,44 @@ class Runner:
         from accelerate.utils import set_seed
 
         cfg = self.cfg
-        self._t_start = time.time()
-        self.acc = make_accelerator(cfg, self.run_dir)
-        old, ckpt = self._open_dir()
-        if old is not None and old.complete:
-            log.info("run %s is already complete; nothing to do (--force starts it over)", self.run_dir)
-            return RunResult(self.run_dir, old, is_main_process=self.acc.is_main_process)
-        set_seed(cfg.seed)
-        stream = self._load_stream()
-        if old is not None:  # a data file edited since the run started must not be trained on silently
-            recorded = ckpt.results.get("data") if ckpt else old.data
-            check_data_unchanged(recorded, self._provenance(stream), self.run_dir)
-        loaded, method = self._load_model()
-        model = loaded.model
-        self._open_record(old, ckpt, loaded, stream, method)
-        if cfg.eval.zero_shot and self.record.zero_shot is None:
-            self._zero_shot(model, stream)
-        ctx = make_context(
-            cfg,
-            model,
-            loaded.tokenizer,
-            loaded.kind,
-            stream,
-            self.run_dir,
-            self.acc.device,
-            collate=self.collate,
-            compute_loss=self.compute_loss,
-            accelerator=self.acc,
-        )
-        model = start_method(method, ctx, model)
-        model.to(self.acc.device)
-        stages = method.stages(stream)
-        if ckpt is not None:
-            check_stage_range(ckpt, len(stages), self.run_dir / CHECKPOINT_DIR)
-        start = 0 if ckpt is None else ckpt.stage
-        if ckpt is not None:
-            model = replay_structure(method, model, stages[:start])  # the structure; values come next
-            model.to(self.acc.device)
-            if ckpt.step == 0:
-                self._restore(model, method, ckpt)
-                set_rng_state(*ckpt.rng_for(self.acc.process_index))
-        for stage in stages[start:]:
-            resume = ckpt if (ckpt is not None and ckpt.step > 0 and ckpt.stage == stage.index) else None
-            model = self._run_stage(model, method, stage, stages, stream, resume)
-        if cfg.log.tensorboard:
-            self.acc.end_training()
-        return RunResult(self.run_dir, self.record, model, loaded.tokenizer, self.acc.is_main_process)
+        self._start()
+        try:  # the run-folder lock is released however the run ends
+            old, ckpt = self._open_dir()
+            if self.lock is not None:
+                self.lock.ensure()  # --force emptied the folder, lock included
+            if old is not None and old.complete:
+                log.info("run %s is already complete; nothing to do (--force starts it over)", self.run_dir)
+                return RunResult(self.run_dir, old, is_main_process=self.acc.is_main_process)
+            set_seed(cfg.seed)
+            stream = self._load_stream()
+            if old is not None:  # a data file edited since the run started must not be trained on silently
+                recorded = ckpt.results.get("data") if ckpt else old.data
+                check_data_unchanged(recorded, self._provenance(stream), self.run_dir)
+            loaded, method = self._load_model()
+            model = loaded.model
+            self._open_record(old, ckpt, loaded, stream, method)
+            if cfg.eval.zero_shot and self.record.zero_shot is None:
+                self._zero_shot(model, stream)
+            model = self._start_method(method, loaded, stream)
+            stages = method.stages(stream)
+            if ckpt is not None:
+                check_stage_range(ckpt, len(stages), self.run_dir / CHECKPOINT_DIR)
+            start = 0 if ckpt is None else ckpt.stage
+            if ckpt is not None:
+                model = replay_structure(method, model, stages[:start])  # the structure; values come next
+                model.to(self.acc.device)
+                if ckpt.step == 0:
+                    self._restore(model, method, ckpt)
+                    set_rng_state(*ckpt.rng_for(self.acc.process_index))
+            for stage in stages[start:]:
+                resume = ckpt if (ckpt is not None and ckpt.step > 0 and ckpt.stage == stage.index) else None
+                model = self._run_stage(model, method, stage, stages, stream, resume)
+            if cfg.log.tensorboard:
+                self.acc.end_training()
+            return RunResult(self.run_dir, self.record, model, loaded.tokenizer, self.acc.is_main_process)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
     def _run_stage(
         self,
@@ -356,6 +354,35 @@ class Runner:
         return model
 
     # ---- setting up ---------------------------------------------------------------------------
+    def _start(self) -> None:
+        """Check the memory settings, make the accelerator, check its engine, check and lock the run folder."""
+        check_memory_settings(self.cfg)
+        self._t_start = time.time()
+        self.acc = make_accelerator(self.cfg, self.run_dir)
+        self.engine = check_engine(self.cfg.method.method_name(), self.acc)
+        safety.check_folder(self.run_dir, "run", "use a new output_dir (or name)")  # before the lock writes in it
+        self.lock = lock_run(self.acc, self.run_dir)  # one launcher per run folder (clift.runlock)
+
+    def _start_method(self, method: ContinualMethod, loaded: LoadedModel, stream: Stream) -> nn.Module:
+        """Give the method its context and let it attach to the base model (then checkpointing, device)."""
+        cfg = self.cfg
+        ctx = make_context(
+            cfg,
+            loaded.model,
+            loaded.tokenizer,
+            loaded.kind,
+            stream,
+            self.run_dir,
+            self.acc.device,
+            collate=self.collate,
+            compute_loss=self.compute_loss,
+            accelerator=self.acc,
+        )
+        model = start_method(method, ctx, loaded.model)
+        if cfg.train.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        return model.to(self.acc.device)
+
     def _open_dir(self) -> tuple[RunRecord | None, Checkpoint | None]:
         """Create the run directory, or check and read the run it already holds."""
         existing = self.run_dir / RESULTS_FILE
@@ -466,6 +493,7 @@ class Runner:
             versions=library_versions(),
             git=git_sha(),
             num_processes=acc.num_processes,
+            engine=EngineInfo(**self.engine.to_dict()) if self.engine is not None else None,
             environment=runtime_environment(acc.device, acc.num_processes, acc.mixed_precision),
             config=cfg.to_dict(),
         )

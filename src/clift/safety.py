@@ -8,6 +8,9 @@ recognised by clift's own files (``results.json`` / ``config.yaml`` / ``checkpoi
 
 No write or delete inside a run, export or report folder goes through a symbolic link: a link where
 clift would write is refused, naming it, so its target is never touched.
+
+The run-folder lock (``clift.lock``, :mod:`clift.runlock`) is taken before the folder is claimed, so a
+folder holding nothing but it counts as empty.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 from clift.errors import CliftError
 
 MARKERS = {"run": ".clift-run", "export": ".clift-export", "report": ".clift-report"}
+LOCK_FILE = "clift.lock"  # the run-folder lock (clift.runlock), written before the folder is claimed
 # files that identify a folder written by a clift without markers (backward compatibility)
 _LEGACY = {
     "run": ("results.json", "config.yaml", "checkpoint"),
@@ -38,6 +42,7 @@ RUN_ENTRIES = (
     "checkpoint.old",
     "report",
     MARKERS["run"],
+    LOCK_FILE,
 )
 SHOWN = 200  # at most this many characters of a user value appear in a message
 
@@ -89,6 +94,11 @@ def write_error(path: Path | str, err: OSError, what: str, fix: str) -> UnsafePa
     return UnsafePathError(f"cannot write the {what} at {shorten(str(path))}: {os_problem(err)}; {fix}")
 
 
+def _holds_files(path: Path) -> bool:
+    """Whether folder ``path`` holds anything but the run-folder lock."""
+    return any(entry.name != LOCK_FILE for entry in path.iterdir())
+
+
 def is_clift_folder(path: Path, kind: str) -> bool:
     """Whether ``path`` is a folder clift wrote as ``kind`` (marker, or clift's own files from before markers)."""
     path = Path(path)
@@ -135,7 +145,7 @@ def check_folder(path: Path, kind: str, fix: str) -> Path:
         )
     if path.exists() and not path.is_dir():
         raise UnsafePathError(f"{str(path)!r} is a file, not a folder; the {kind} output needs a folder; {fix}")
-    if path.is_dir() and any(path.iterdir()) and not is_clift_folder(path, kind):
+    if path.is_dir() and _holds_files(path) and not is_clift_folder(path, kind):
         raise UnsafePathError(
             f"{str(path)!r} is a non-empty folder that clift did not write (no {MARKERS[kind]} marker); clift "
             f"never writes into or deletes another tool's files; {fix}"
@@ -158,7 +168,7 @@ def claim_folder(path: Path, kind: str, fix: str) -> Path:
     path = check_folder(path, kind, fix)
     # a folder clift wrote before markers existed is recognised by its files and left as it is (no new file
     # appears in published results); a new or empty folder gets the marker
-    fresh = not path.is_dir() or not any(path.iterdir())
+    fresh = not path.is_dir() or not _holds_files(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         if fresh or (path / MARKERS[kind]).is_symlink():
@@ -195,7 +205,7 @@ def remove_clift_folder(path: Path, kind: str) -> None:
     if path.is_symlink() or not path.is_dir():
         what = "a symbolic link" if path.is_symlink() else "a file"
         raise UnsafePathError(f"{str(path)!r} is {what}; clift deletes only folders it wrote; {claim_check}.")
-    if any(path.iterdir()) and not is_clift_folder(path, kind):
+    if _holds_files(path) and not is_clift_folder(path, kind):
         raise UnsafePathError(
             f"{str(path)!r} holds files clift did not write (no {MARKERS[kind]} marker); clift will not delete "
             f"it; {claim_check}."

@@ -55,10 +55,14 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     mode.add_argument("--report-only", action="store_true", help="run nothing; tabulate the runs already finished")
     p.add_argument("--inline", action="store_true", help="run in this process instead of one process per run")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-run progress lines")
+    from clift import fanout  # --plan, --plan-json, --run, --launcher: suites beyond one machine
+
+    fanout.add_flags(p)
 
     def handler(args: argparse.Namespace) -> int:
         args.argv = [args.config, *args.overrides]
-        return _cmd_compare(args)
+        fanned = fanout.handle(args)
+        return fanned if fanned is not None else _cmd_compare(args)
 
     p.set_defaults(func=handler)
     return p
