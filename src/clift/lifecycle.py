@@ -86,11 +86,14 @@ def structure_rng(seed: int, stage_index: int) -> Iterator[None]:
 
     Args:
         seed: the run seed.
-        stage_index: the stage the hook belongs to (-1 for ``attach``).
+        stage_index: the stage the hook belongs to (-1 for ``attach``, which is seeded with the run seed
+            itself).
     """
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed * _STRUCTURE_SALT + stage_index + 1)
+        # attach draws from the run seed itself, as it did when it ran on the freshly seeded global stream,
+        # so what attach builds (a single LoRA's initial A) is what earlier versions built
+        torch.manual_seed(seed if stage_index < 0 else seed * _STRUCTURE_SALT + stage_index + 1)
         yield
 
 

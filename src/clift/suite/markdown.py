@@ -141,6 +141,7 @@ def format_markdown(
             "mean difference [95 % t-interval]; **bold ✓** where the interval excludes 0 (a resolved difference).",
             "",
             format_paired(paired),
+            "",
         ]
     missing = meta.get("missing") or []
     if missing:
