@@ -119,3 +119,19 @@ def test_local_fan_out_of_two_processes(tmp_path):
     table = (tmp_path / "out" / "suite.md").read_text()
     assert "seq_lora" in table and "inc_lora" in table
     assert plan_entries(str(suite), []) == []
+
+
+def test_jobs_shares_the_cores_out_and_maps_to_the_local_launcher():
+    import argparse
+
+    from clift import fanout
+
+    env = fanout.worker_env(2, {"PATH": "/bin"})
+    assert env["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+    assert fanout.worker_env(2, {"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"  # the caller's choice wins
+    p = argparse.ArgumentParser()
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    fanout.add_flags(p)
+    args = p.parse_args(["suite.yaml", "--jobs", "2", "--plan"])
+    assert args.jobs == 2

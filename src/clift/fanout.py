@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -88,15 +90,27 @@ def run_one(config: str, overrides: list[str], wanted: str) -> int:
     return 0
 
 
+def worker_env(workers: int, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of one of ``workers`` parallel runs: the machine's cores shared out among them.
+
+    ``OMP_NUM_THREADS`` (torch's intra-op threads) becomes ``max(1, cores // workers)`` unless the caller
+    set it; each run records the thread count it used in results.json (``environment.torch_threads``).
+    """
+    env = dict(os.environ if environ is None else environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, workers))))
+    return env
+
+
 def _fan_out_local(entries: list[dict[str, Any]], workers: int) -> list[str]:
     """Run each entry's command as its own process, ``workers`` at a time; the ids that failed."""
+    env = worker_env(workers)
 
     def one(entry: dict[str, Any]) -> str | None:
         argv = [sys.executable, "-m", "clift.cli", *entry["argv"][1:], "--quiet"]
         log = Path(entry["run_dir"]).with_suffix(".log")
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w", encoding="utf-8") as fh:
-            code = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
+            code = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, check=False, env=env).returncode
         return None if code == 0 else f"{entry['id']} (exit {code}; log {log})"
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -120,6 +134,8 @@ def _submit_slurm(entries: list[dict[str, Any]], config: str, overrides: list[st
 def handle(args: argparse.Namespace) -> int | None:
     """The fan-out flags of ``clift compare``; None when none was given (the suite runs as before)."""
     config, overrides = args.config, list(args.overrides)
+    if getattr(args, "jobs", None):  # --jobs N: the local launcher with N workers
+        args.launcher, args.workers = "local", args.jobs
     if args.run:
         return run_one(config, overrides, args.run)
     if not (args.plan or args.plan_json or args.launcher):
@@ -156,4 +172,11 @@ def add_flags(p: argparse.ArgumentParser) -> None:
         help="fan the pending runs out: local processes (--workers) or a Slurm job array (submitit)",
     )
     p.add_argument("--workers", type=int, default=2, help="parallel local processes for --launcher local")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run N suite runs at a time on this machine (= --launcher local --workers N; cores shared out)",
+    )
     p.add_argument("--slurm-folder", default="slurm-logs", help="submitit's log folder for --launcher slurm")
