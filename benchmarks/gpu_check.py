@@ -136,13 +136,18 @@ def register_shapes(args: argparse.Namespace) -> None:
         MODELS.register(name, ModelAlias(name, f"random {shape} shape (benchmarks/gpu_check.py)", loader))
 
 
-def synthetic_stream(n_tasks: int = 5, n: int = 24) -> Stream:
-    """``n_tasks`` small two-label tasks (enough stages to measure inc_lora at stage 4)."""
+def synthetic_stream(n_tasks: int = 5, n: int = 28) -> Stream:
+    """``n_tasks`` small two-label tasks (enough stages to measure inc_lora at stage 4); every text is
+    distinct and train, dev and test are disjoint, as clift's stream checks require."""
     words = ["alpha", "bravo", "delta", "echo", "gamma", "kilo", "lima", "sierra", "tango", "zulu"]
     tasks = []
     for t in range(n_tasks):
         rows = [
-            Example(" ".join(words[(i * (t + 3) + k) % 10] for k in range(6)), "yes" if i % 2 else "no", f"{t}/{i}")
+            Example(
+                " ".join(words[(i * (t + 3) + k) % 10] for k in range(6)) + f" item {t}-{i}",
+                "yes" if i % 2 else "no",
+                f"{t}/{i}",
+            )
             for i in range(n)
         ]
         tasks.append(
@@ -154,7 +159,7 @@ def synthetic_stream(n_tasks: int = 5, n: int = 24) -> Stream:
                 True,
                 rows[:16],
                 rows[16:20],
-                rows[16:],
+                rows[20:],
             )
         )
     return Stream("gpu-check", tasks)

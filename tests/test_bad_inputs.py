@@ -443,7 +443,7 @@ CASES: list[tuple[str, Setup, int, str]] = [
         "stream-format-5",
         lambda e, m: ["validate", str(e.cfg_with_stream(_stream_variant(e, train="b_train.jsonl", format=5)))],
         2,
-        "'format' must be one of json, jsonl, csv, got '5'",
+        "'format' must be one of json, jsonl, csv, parquet, got '5'",
     ),
     (
         "model-folder-raw-pickle-validate",
