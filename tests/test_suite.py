@@ -24,42 +24,12 @@ from clift.suite import (
     peak_memory_mb,
     run_suite,
 )
+from tests.conftest import fake_results, tiny_suite
 
 TABLE_HEAD = [
     "| method | runs | AA | BWT | FWT | forgetting | wall time (s) | peak memory (MB) |",
     "|---|---:|---:|---:|---:|---:|---:|---:|",
 ]
-
-
-def fake_results(
-    method: str,
-    metrics: dict[str, float | None],
-    *,
-    order: str = "o1",
-    seed: int = 1,
-    total: float = 100.0,
-    peaks: tuple[float, ...] = (1000.0,),
-    zero_shot: list[float] | None = None,
-    needs_task_id: bool = False,
-    config: dict[str, Any] | None = None,
-    status: str = "complete",
-) -> dict[str, Any]:
-    """A hand-made results.json with only the fields the suite reads."""
-    return {
-        "status": status,
-        "run": {
-            "name": f"{method}-{order}-s{seed}",
-            "method": method,
-            "model": "tiny-llama",
-            "stream": f"fixture/{order}",
-            "seed": seed,
-            "needs_task_id": needs_task_id,
-        },
-        "zero_shot": zero_shot,
-        "metrics": {"aa": None, "bwt": None, "fwt": None, "forgetting": None, **metrics},
-        "timings": {"stages": [{"peak_memory_mb": p} for p in peaks], "total_seconds": total},
-        "config": config or {},
-    }
 
 
 def hand_made_set() -> tuple[list[dict[str, Any]], list[str]]:
@@ -133,7 +103,7 @@ def test_aggregate_reads_run_records_and_mappings_alike():
 
 
 def test_plan_refuses_an_unreadable_results_file(tmp_path):
-    spec = _tiny_suite(tmp_path / "suite", ["seq_lora"])
+    spec = tiny_suite(tmp_path / "suite", ["seq_lora"])
     run = load_suite(spec).runs()[0]
     run.run_dir.mkdir(parents=True)
     (run.run_dir / "results.json").write_text('{"status": "complete", "run": {"seed": "one"}}')
@@ -160,27 +130,8 @@ def test_markdown_flags_wall_times_from_different_thread_counts():
     assert "thread counts" not in format_markdown(aggregate(results[:2], labels[:2]))
 
 
-def _tiny_suite(out: Path, methods: list[Any], **extra: Any) -> dict[str, Any]:
-    return {
-        "name": "t",
-        "base": {
-            "model": {"name": "tiny-llama"},
-            "data": {"benchmark": "fixture", "tasks": ["toysent", "toytopic"], "train_per_task": 8, "test_per_task": 4},
-            "train": {"max_steps": 2, "batch_size": 4, "lr": 5e-3},
-            "eval": {"mode": "rank", "batch_size": 16},
-            "log": {"progress": False},
-            "save_adapters": False,
-        },
-        "methods": methods,
-        "orders": [1],
-        "seeds": [1],
-        "output_dir": str(out),
-        **extra,
-    }
-
-
 def test_report_only_reads_hand_made_result_files(tmp_path):
-    spec = _tiny_suite(
+    spec = tiny_suite(
         tmp_path / "suite",
         ["seq_lora", {"name": "olora", "lambda1": 0.1, "label": "olora-x"}],
         orders=["o1", "o2"],
@@ -227,7 +178,7 @@ def test_report_only_reads_hand_made_result_files(tmp_path):
 
 def test_suite_runs_every_method_on_tiny_llama_then_reuses_them(tmp_path):
     names = METHODS.names()
-    spec = _tiny_suite(tmp_path / "suite", names)
+    spec = tiny_suite(tmp_path / "suite", names)
     first = run_suite(spec, isolation="inline")
     assert all(r.state == "ran" for r in first.runs)
     rows = {r["label"]: r for r in first.rows}
@@ -277,7 +228,7 @@ def test_process_isolation_runs_each_config_through_the_cli(tmp_path, monkeypatc
         return subprocess.CompletedProcess(cmd, code)
 
     monkeypatch.setattr("clift.suite.execute.subprocess.run", fake_run)
-    spec = _tiny_suite(tmp_path / "suite", ["seq_lora"])
+    spec = tiny_suite(tmp_path / "suite", ["seq_lora"])
     spec["base"]["data"]["tasks"] = ["toysent"]
     calls_fail = True
     with pytest.raises(TrainingError, match=r"(?s)seq_lora o1 seed 1 failed \(exit code 2\).*last line"):
@@ -291,7 +242,7 @@ def test_process_isolation_runs_each_config_through_the_cli(tmp_path, monkeypatc
 
 
 def test_suite_config_problems_are_reported_together(tmp_path):
-    spec = _tiny_suite(
+    spec = tiny_suite(
         tmp_path,
         ["seq_lora", "seq_lora", "olra", {"name": "olora", "label": "bad label"}, {"name": "ewc", "gamma": 3}],
         seeds=[1, "two"],
@@ -310,13 +261,13 @@ def test_suite_config_problems_are_reported_together(tmp_path):
         "suite.base: sets `method`",
     ):
         assert part in text, part
-    good = _tiny_suite(tmp_path, [{"name": "ewc", "gamma": 3}])
+    good = tiny_suite(tmp_path, [{"name": "ewc", "gamma": 3}])
     with pytest.raises(ConfigError, match=r"'ewc' \(order 1, seed 1\).*gamma must be in \[0, 1\]"):
         load_suite(good)
 
 
 def test_method_defaults_and_per_entry_run_sections(tmp_path):
-    spec = _tiny_suite(
+    spec = tiny_suite(
         tmp_path,
         ["seq_ft", "olora", {"name": "seq_lora", "r": 4, "run": {"train": {"lr": 1e-4}}}],
         method_defaults={"r": 2, "alpha": 4.0},
@@ -333,7 +284,7 @@ def test_method_defaults_and_per_entry_run_sections(tmp_path):
 
 
 def test_compare_subcommand(tmp_path, capsys):
-    spec = _tiny_suite(tmp_path / "out", ["seq_lora"])
+    spec = tiny_suite(tmp_path / "out", ["seq_lora"])
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(spec))
     parser = argparse.ArgumentParser(prog="clift")

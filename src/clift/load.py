@@ -17,15 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch import nn
 
 from clift.config import RunConfig
-from clift.results import CONFIG_FILE, RunRecord, format_matrix
+from clift.results import CONFIG_FILE, RecordView, RunRecord
 
 
 @dataclass
-class LoadedRun:
+class LoadedRun(RecordView):
     """A finished run, loaded.
 
     Attributes:
@@ -44,23 +43,6 @@ class LoadedRun:
     config: RunConfig
     record: RunRecord
     method: Any = None
-
-    @property
-    def results(self) -> dict[str, Any]:
-        """results.json's content as plain data (``record.to_dict()``)."""
-        return self.record.to_dict()
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """R (stages × tasks) in percent, of the run's own metric."""
-        return np.asarray(self.record.matrix, dtype=float)
-
-    @property
-    def metrics(self) -> dict[str, float | None]:
-        return self.record.metrics
-
-    def table(self) -> str:
-        return format_matrix(self.record)
 
 
 def load_run(run_dir: str | Path, merged: bool = False) -> LoadedRun:

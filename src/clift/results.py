@@ -602,3 +602,29 @@ def format_matrix(record: RunRecord) -> str:
     if others:  # e.g. "AA / R-1" for a label stream, as DEAL's Table 1 reports it
         lines.append("   ".join(f"{k}: AA {_fmt(v.metrics.get('aa'))}" for k, v in others.items()))
     return "\n".join(lines)
+
+
+class RecordView:
+    """Read access to a run's :class:`RunRecord` as numbers and text, for the objects that hold one
+    (``clift.run``'s result, ``clift.load_run``'s run); they set ``record``."""
+
+    record: RunRecord
+
+    @property
+    def results(self) -> dict[str, Any]:
+        """results.json's content as plain data (``record.to_dict()``)."""
+        return self.record.to_dict()
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """R as an array of shape (stages, tasks), in percent of the run's own metric."""
+        return np.asarray(self.record.matrix, dtype=float)
+
+    @property
+    def metrics(self) -> dict[str, float | None]:
+        """AA, BWT, FWT, forgetting (percentage points; None where undefined)."""
+        return self.record.metrics
+
+    def table(self) -> str:
+        """The printed matrix and metrics (:func:`format_matrix`)."""
+        return format_matrix(self.record)

@@ -59,11 +59,11 @@ from clift.results import (
     ZERO_SHOT_KEY,
     Budgets,
     EngineInfo,
+    RecordView,
     RunInfo,
     RunRecord,
     StageTiming,
     StageTraining,
-    format_matrix,
     git_sha,
     library_versions,
     read_record,
@@ -79,7 +79,7 @@ log = logging.getLogger("clift")
 
 
 @dataclass
-class RunResult:
+class RunResult(RecordView):
     """What :func:`run` returns.
 
     Attributes:
@@ -95,24 +95,6 @@ class RunResult:
     model: nn.Module | None = None
     tokenizer: Any = None
     is_main_process: bool = True
-
-    @property
-    def results(self) -> dict[str, Any]:
-        """results.json's content as plain data (``record.to_dict()``)."""
-        return self.record.to_dict()
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """R as an array of shape (stages, tasks), in percent."""
-        return np.asarray(self.record.matrix, dtype=float)
-
-    @property
-    def metrics(self) -> dict[str, float | None]:
-        """AA, BWT, FWT, forgetting (percentage points; None where undefined)."""
-        return self.record.metrics
-
-    def table(self) -> str:
-        return format_matrix(self.record)
 
 
 def _resolve_config(config: RunConfig | Mapping[str, Any] | str | Path, overrides: Sequence[str]) -> RunConfig:
