@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "eval_cost.py"
+from tests.benchmarks import load_script
 
 
 def test_eval_cost_prints_three_modes_and_ratios(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("eval_cost", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["eval_cost"] = module
-    spec.loader.exec_module(module)
+    module = load_script("eval_cost")
     args = ["--model", "tiny-llama", "--benchmark", "fixture", "--tasks", "toysent,toytopic"]
     out = module.main([*args, "--examples", "6", "--rounds", "1", "--json", str(tmp_path / "e.json")])
     rows = out["results"]

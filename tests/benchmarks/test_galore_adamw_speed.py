@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "galore_adamw_speed.py"
+from tests.benchmarks import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("galore_adamw_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["galore_adamw_speed"] = module
-    spec.loader.exec_module(module)
+    module = load_script("galore_adamw_speed")
     return module
 
 

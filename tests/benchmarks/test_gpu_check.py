@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+from tests.benchmarks import load_script
 
 
 def test_tiny_gpu_check_end_to_end(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    gpu_check = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = gpu_check
-    spec.loader.exec_module(gpu_check)
+    gpu_check = load_script("gpu_check")
     argv = ["--tiny", "--out", str(tmp_path), "--shapes", "llama-1b,t5-large", "--methods", "inc_lora,deal"]
     report = gpu_check.main([*argv, "--steps", "1", "--warmup", "0", "--run-steps", "4"])
     on_disk = json.loads((tmp_path / "gpu-check.json").read_text())

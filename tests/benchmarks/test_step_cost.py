@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "step_cost.py"
+from tests.benchmarks import load_script
 
 
 @pytest.fixture(scope="module")
 def step_cost():
-    spec = importlib.util.spec_from_file_location("step_cost", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["step_cost"] = module
-    spec.loader.exec_module(module)
+    module = load_script("step_cost")
     return module
 
 

@@ -201,3 +201,24 @@ def test_randomized_refresh_keeps_the_previous_projectors_signs():
     for seed in range(1, 6):
         left, _ = compute_projection(g, 3, "left", "randomized", seed=seed, previous=(previous, None))
         assert (left * previous).sum(0).min() > 0.99  # same columns, same signs
+
+
+@pytest.mark.parametrize("svd", ["exact", "randomized"])
+def test_right_projector_is_column_major_and_stays_so_after_a_checkpoint(svd):
+    from clift.checkpoint import join_state, split_state
+    from clift.optim import ProjectedAdamW
+
+    g = torch.randn(40, 24, generator=torch.Generator().manual_seed(0))
+    _, right = compute_projection(g, 4, "std", svd=svd)
+    assert right.shape == (24, 4) and right.T.is_contiguous() and not right.is_contiguous()
+    p = torch.nn.Parameter(torch.randn(40, 24))
+    opt = ProjectedAdamW([{"params": [p], "rank": 4, "update_proj_gap": 10, "svd": svd}], lr=1e-3)
+    p.grad = g
+    opt.step()
+    # a checkpoint stores tensors contiguous (safetensors): the loaded V_k is row-major until re-laid out
+    skeleton, tensors = split_state(opt.state_dict())
+    assert tensors and all(t.is_contiguous() for t in tensors.values())
+    fresh = ProjectedAdamW([{"params": [p], "rank": 4, "update_proj_gap": 10, "svd": svd}], lr=1e-3)
+    fresh.load_state_dict(join_state(skeleton, tensors))
+    loaded = fresh.state[p]["proj_right"]
+    assert torch.equal(loaded, opt.state[p]["proj_right"]) and loaded.T.is_contiguous()

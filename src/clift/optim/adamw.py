@@ -56,6 +56,7 @@ from torch import Tensor
 from clift.optim.projector import (
     PROJ_TYPES,
     SVD_METHODS,
+    column_major,
     compute_projection,
     low_rank_shape,
     project,
@@ -172,6 +173,18 @@ class ProjectedAdamW(torch.optim.Optimizer):
         _check_common(group)
         if "rank" in group:
             _check_galore(group)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load as :class:`torch.optim.Optimizer` does, then lay each ``V_k`` out column-major again.
+
+        A checkpoint stores tensors contiguous, which turns the column-major ``proj_right`` into a
+        row-major one: same values, but every later projection would take the slow layout until the next
+        refresh.
+        """
+        super().load_state_dict(state_dict)
+        for state in self.state.values():
+            if isinstance(state.get("proj_right"), Tensor):
+                state["proj_right"] = column_major(state["proj_right"])
 
     # ---- lookup helpers --------------------------------------------------------------------------
     def group_of(self, param: Tensor) -> dict[str, Any]:
