@@ -12,11 +12,14 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import socket
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -37,6 +40,23 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
 
 # tiny models: thread start-up costs more than it saves, and CI machines have few cores
 torch.set_num_threads(1)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative: str) -> ModuleType:
+    """Import a repository script (``benchmarks/x.py``, ``scripts/y.py``; not packages) as module ``x``.
+
+    Registered in ``sys.modules``, so dataclasses and pickling-free introspection resolve its names.
+    """
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

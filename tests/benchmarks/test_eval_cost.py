@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from tests.benchmarks import load_script
+from tests.conftest import load_script
 
 
 def test_eval_cost_prints_three_modes_and_ratios(tmp_path, capsys):
-    module = load_script("eval_cost")
+    module = load_script("benchmarks/eval_cost.py")
     args = ["--model", "tiny-llama", "--benchmark", "fixture", "--tasks", "toysent,toytopic"]
     out = module.main([*args, "--examples", "6", "--rounds", "1", "--json", str(tmp_path / "e.json")])
     rows = out["results"]

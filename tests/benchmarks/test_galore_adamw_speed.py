@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.benchmarks import load_script
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    module = load_script("galore_adamw_speed")
+    module = load_script("benchmarks/galore_adamw_speed.py")
     return module
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from tests.benchmarks import load_script
+from tests.conftest import load_script
 
 
 def test_tiny_gpu_check_end_to_end(tmp_path, capsys):
-    gpu_check = load_script("gpu_check")
+    gpu_check = load_script("benchmarks/gpu_check.py")
     argv = ["--tiny", "--out", str(tmp_path), "--shapes", "llama-1b,t5-large", "--methods", "inc_lora,deal"]
     report = gpu_check.main([*argv, "--steps", "1", "--warmup", "0", "--run-steps", "4"])
     on_disk = json.loads((tmp_path / "gpu-check.json").read_text())

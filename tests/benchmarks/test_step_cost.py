@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.benchmarks import load_script
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def step_cost():
-    module = load_script("step_cost")
+    module = load_script("benchmarks/step_cost.py")
     return module
 
 

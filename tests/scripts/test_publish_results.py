@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,18 +9,12 @@ import yaml
 
 from clift.suite import SuiteRun, load_suite
 
-from ..conftest import fake_results
+from ..conftest import fake_results, load_script
 from ..conftest import tiny_suite as _tiny_suite
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "publish_results.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("publish_results", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/publish_results.py")
 
 
 def _run(tmp: Path, label: str, order: str, results: dict | None) -> SuiteRun:
