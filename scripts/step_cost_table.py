@@ -36,7 +36,9 @@ def load(paths: list[Path]) -> list[tuple[int, dict[str, Any]]]:
 def table(runs: list[tuple[int, dict[str, Any]]]) -> str:
     """Markdown: method × stage, median (mean) step time relative to seq_lora, and peak memory."""
     labels = list(dict.fromkeys(m for _, res in runs for m in res))
-    head = ["method"] + [f"stage {s}: × LoRA time, median (mean)" for s, _ in runs] + ["peak memory × LoRA"]
+    mem_stages = [s for s, res in runs if any("peak_ratio" in row for row in res.values())]
+    peak_head = f"stage {mem_stages[0]}: peak memory × LoRA" if mem_stages else "peak memory × LoRA"
+    head = ["method"] + [f"stage {s}: × LoRA time, median (mean)" for s, _ in runs] + [peak_head]
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     for label in labels:
         cells = [f"`{label}`"]
