@@ -114,6 +114,44 @@ def metric_bars(rows: list[dict[str, Any]], metric: str, path: Path, ylabel: str
     return path
 
 
+def budget_curve(rows: list[dict[str, Any]], path: Path) -> Path:
+    """PNG data-efficiency curve: AA and BWT against training examples per task, one line per method.
+
+    Args:
+        rows: suite rows with ``entry`` (the method entry's label) and ``budget``; rows without a budget
+            (the zero-shot row) are left out. Each point is the mean over orders × seeds with its 95 %
+            interval as an error bar (none for a single run).
+        path: the PNG to write.
+    """
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.8))
+    entries = list(dict.fromkeys(r["entry"] for r in rows if r.get("budget") is not None))
+    for ax, metric, ylabel in ((axes[0], "aa", "AA (%)"), (axes[1], "bwt", "BWT (points)")):
+        for entry in entries:
+            pts = sorted(
+                (r["budget"], r[metric]) for r in rows if r.get("entry") == entry and r[metric]["mean"] is not None
+            )
+            if not pts:
+                continue
+            xs = [b for b, _ in pts]
+            ys = [st["mean"] for _, st in pts]
+            err = [
+                [st["mean"] - st["ci95"][0] if st.get("ci95") else 0.0 for _, st in pts],
+                [st["ci95"][1] - st["mean"] if st.get("ci95") else 0.0 for _, st in pts],
+            ]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=entry)
+        ax.set_xscale("log")
+        ax.set_xlabel("training examples per task")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[1].axhline(0, color="black", linewidth=0.6)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def aa_bars(rows: list[dict[str, Any]], path: Path) -> Path:
     """PNG bar chart of AA per row with 95 % interval bars (see :func:`metric_bars`)."""
     return metric_bars(rows, "aa", path, "AA (%)")

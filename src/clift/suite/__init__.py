@@ -16,6 +16,10 @@ A suite file (YAML) names a base run config and the methods to compare::
     seeds: [42]
     output_dir: runs/suite/standard-proxy
 
+``budgets: [32, 64, 160]`` (instead of ``data.train_per_task``) sweeps the training budget: one run per
+method, budget, order and seed, rows ``<label>-n<budget>``, pooled and paired within a budget, plus a
+data-efficiency figure (``docs/suite.md``).
+
 Run ``(label, order, seed)`` goes to ``<output_dir>/<label>/o<order>-s<seed>/``. A run whose
 ``results.json`` says ``status: complete`` and whose resolved config equals the one the suite would
 use (``name``, ``output_dir`` and ``log.*`` aside, as for a resume) is reused, not rerun; an unfinished

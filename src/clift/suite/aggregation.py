@@ -165,3 +165,29 @@ def paired_rows(
             row[m] = None if diff is None else {**diff.to_dict(), "resolved": diff.resolved}
         rows.append(row)
     return rows
+
+
+def paired_by_budget(
+    results: Sequence[RunRecord | Mapping[str, Any]],
+    labels: Sequence[str],
+    budgets: Sequence[int | None],
+    reference: str,
+    reference_of: Any,
+) -> list[dict[str, Any]]:
+    """:func:`paired_rows` within each training budget, against that budget's reference row.
+
+    Args:
+        results / labels: as for :func:`paired_rows`.
+        budgets: each run's budget (None for a suite without a sweep: one group).
+        reference: the reference method entry's label.
+        reference_of: ``(reference, budget) -> row label`` of the reference at that budget.
+
+    Returns:
+        The rows of every budget in first-appearance order, each with ``budget`` added.
+    """
+    out: list[dict[str, Any]] = []
+    for budget in dict.fromkeys(budgets):
+        idx = [i for i, b in enumerate(budgets) if b == budget]
+        rows = paired_rows([results[i] for i in idx], [labels[i] for i in idx], reference_of(reference, budget))
+        out += [row if budget is None else {**row, "budget": budget} for row in rows]
+    return out

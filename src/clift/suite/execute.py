@@ -20,15 +20,17 @@ from clift.errors import ConfigError, TrainingError
 from clift.io import atomic_write_json, atomic_write_text, relative_path
 from clift.pooling import check_poolable
 from clift.results import RESULTS_FILE, RunRecord
-from clift.suite.aggregation import aggregate, paired_rows
+from clift.suite.aggregation import aggregate, paired_by_budget
 from clift.suite.markdown import format_markdown, suite_meta
 from clift.suite.planning import plan, read_results
-from clift.suite.schema import Suite, SuiteRun, json_normal, load_suite, order_dir
+from clift.suite.schema import Suite, SuiteRun, budget_label, json_normal, load_suite, order_dir
 
 log = logging.getLogger("clift")
 
 SUITE_MD = "suite.md"
 SUITE_JSON = "suite.json"
+#: the data-efficiency figure of a suite with ``budgets``
+BUDGET_CURVE = "budget_curve.png"
 
 Isolation = Literal["process", "inline"]
 
@@ -190,10 +192,7 @@ def run_suite(
     if dry_run:
         return SuiteResult(suite, runs, [], "", [])
     done, missing = _execute(runs, isolation, report_only, python)
-    records, labels = [r for _, r in done], [label for label, _ in done]
-    check_poolable([r.to_dict() for r in records], labels, "clift compare")
-    rows = aggregate(records, labels)
-    paired = paired_rows(records, labels, suite.reference) if suite.reference else []
+    rows, paired = _tabulate(suite, runs, done)
     meta = {**suite_meta(suite), "isolation": isolation, "missing": missing}
     markdown = format_markdown(rows, meta, command, paired)
     suite.output_dir.mkdir(parents=True, exist_ok=True)
@@ -203,4 +202,46 @@ def run_suite(
             suite.output_dir / SUITE_JSON, json_normal(_summary(suite, runs, rows, command, isolation, paired))
         ),
     ]
+    if suite.budgets and any(r.get("budget") is not None for r in rows):
+        paths += _budget_curve(rows, suite.output_dir / BUDGET_CURVE)
     return SuiteResult(suite, runs, rows, markdown, paths)
+
+
+def _tabulate(
+    suite: Suite, runs: Sequence[SuiteRun], done: list[tuple[str, RunRecord]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows (each with its method ``entry`` and ``budget``) and paired differences of the finished runs.
+
+    Runs are pooled only within a budget (a budget sweep differs in ``data.train_per_task`` on purpose),
+    and each row is paired with the reference at its own budget.
+    """
+    planned = {r.label: r for r in runs}
+    records, labels = [r for _, r in done], [label for label, _ in done]
+    budgets = [planned[label].budget for label in labels]
+    for budget in dict.fromkeys(budgets):
+        idx = [i for i, b in enumerate(budgets) if b == budget]
+        check_poolable([records[i].to_dict() for i in idx], [labels[i] for i in idx], "clift compare")
+    rows = aggregate(records, labels)
+    for row in rows if suite.budgets else []:  # suites without a sweep keep their rows as before
+        run = planned.get(row["label"])
+        row["entry"] = run.entry if run is not None else row["label"]
+        row["budget"] = run.budget if run is not None else None
+    if not suite.reference:
+        return rows, []
+
+    def reference_of(reference: str, budget: int | None) -> str:
+        return reference if budget is None else budget_label(reference, budget)
+
+    return rows, paired_by_budget(records, labels, budgets, suite.reference, reference_of)
+
+
+def _budget_curve(rows: list[dict[str, Any]], path: Path) -> list[Path]:
+    """The data-efficiency figure; skipped with a warning when matplotlib (``clift[report]``) is missing."""
+    from clift.errors import CliftError
+    from clift.report import budget_curve
+
+    try:
+        return [budget_curve(rows, path)]
+    except CliftError as err:
+        log.warning("%s: not drawn (%s)", path.name, err)
+        return []

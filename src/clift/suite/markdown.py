@@ -64,7 +64,8 @@ def format_paired(rows: Sequence[Mapping[str, Any]]) -> str:
     """Paired differences against the reference as a Markdown table (✓ and bold: interval excludes 0)."""
     if not rows:
         return ""
-    ref = rows[0]["reference"]
+    swept = any(r.get("budget") is not None for r in rows)
+    ref = "reference at the same budget" if swept else rows[0]["reference"]
     lines = [
         f"| method − {ref} | pairs | ΔAA | ΔBWT | Δforgetting |",
         "|---|---:|---:|---:|---:|",
@@ -75,6 +76,23 @@ def format_paired(rows: Sequence[Mapping[str, Any]]) -> str:
             f"| {r['label']} | {n} | {_diff_cell(r.get('aa'))} | {_diff_cell(r.get('bwt'))} | "
             f"{_diff_cell(r.get('forgetting'))} |"
         )
+    return "\n".join(lines)
+
+
+def format_budgets(rows: Sequence[Mapping[str, Any]], metric: str) -> str:
+    """One metric of a budget sweep as method entry × training budget (``mean [95 % interval] (n)``)."""
+    swept = [r for r in rows if r.get("budget") is not None]
+    if not swept:
+        return ""
+    budgets = sorted({int(r["budget"]) for r in swept})
+    cells = {(r["entry"], r["budget"]): r[metric] for r in swept}
+    lines = ["| method | " + " | ".join(f"n = {b}" for b in budgets) + " |", "|---|" + "---:|" * len(budgets)]
+    for entry in dict.fromkeys(r["entry"] for r in swept):
+        shown = []
+        for b in budgets:
+            stat = cells.get((entry, b))
+            shown.append("—" if stat is None else f"{_cell(stat)} ({stat['n']})")
+        lines.append(f"| {entry} | " + " | ".join(shown) + " |")
     return "\n".join(lines)
 
 
@@ -134,10 +152,24 @@ def format_markdown(
             "Wall time mixes runs made with different CPU thread counts (`environment.torch_threads` in "
             f"results.json), so it is not comparable across those runs: {'; '.join(parts)}."
         )
-    if paired:
+    if any(r.get("budget") is not None for r in rows):
         out += [
             "",
-            f"Paired differences against `{paired[0]['reference']}`, run by run over the same (order, seed): "
+            "Data efficiency (training examples per task; figure: `budget_curve.png`), mean ± std "
+            "[95 % t-interval] (runs). AA:",
+            "",
+            format_budgets(rows, "aa"),
+            "",
+            "BWT:",
+            "",
+            format_budgets(rows, "bwt"),
+        ]
+    if paired:
+        swept = any(p.get("budget") is not None for p in paired)
+        against = f"`{paired[0]['reference']}`" if not swept else "the reference method at the same budget"
+        out += [
+            "",
+            f"Paired differences against {against}, run by run over the same (order, seed): "
             "mean difference [95 % t-interval]; **bold ✓** where the interval excludes 0 (a resolved difference).",
             "",
             format_paired(paired),

@@ -16,7 +16,7 @@ from clift.errors import ConfigError
 from clift.results import _clean
 
 #: top-level keys of a suite file
-SUITE_KEYS = ("name", "base", "method_defaults", "methods", "orders", "seeds", "output_dir", "reference")
+SUITE_KEYS = ("name", "base", "method_defaults", "methods", "orders", "seeds", "budgets", "output_dir", "reference")
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ORDER_RE = re.compile(r"^(?:o|order)?[_-]?(\d+)$")
@@ -52,6 +52,8 @@ class SuiteRun:
         resolved: the validated config as ``RunConfig.to_dict()`` writes it into results.json.
         state: ``new`` (no results yet), ``reuse`` (complete, same config) or ``resume`` (unfinished, same
             config: continued from its checkpoint).
+        entry: the method entry's own label (``label`` without the budget suffix).
+        budget: ``data.train_per_task`` of this run when the suite sweeps ``budgets`` (else None).
     """
 
     label: str
@@ -62,6 +64,8 @@ class SuiteRun:
     config: dict[str, Any]
     resolved: dict[str, Any]
     state: str = "new"
+    entry: str = ""
+    budget: int | None = None
 
 
 @dataclass
@@ -78,6 +82,8 @@ class Suite:
         raw: the suite mapping after overrides (written into suite.json).
         reference: the row label every other row is compared with, run by run over the same (order,
             seed) pairs (``reference:`` in the file; default ``seq_lora``; ``null`` for no comparison).
+        budgets: training examples per task to sweep (``budgets:`` in the file), or None. Each method entry
+            then runs once per budget, as the row ``<label>-n<budget>`` with ``data.train_per_task`` set.
     """
 
     name: str
@@ -89,35 +95,48 @@ class Suite:
     source: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
     reference: str | None = "seq_lora"
+    budgets: list[int] | None = None
 
     def runs(self) -> list[SuiteRun]:
-        """Every (method, order, seed) run, methods outermost, each validated into its config.
+        """Every (method, budget, order, seed) run, methods outermost, each validated into its config.
 
         Raises:
             ConfigError: listing every run config that does not validate.
         """
         out, problems = [], []
         for m in self.methods:
-            for order in self.orders:
-                for seed in self.seeds:
-                    run_dir = self.output_dir / m.label / f"{order_dir(order)}-s{seed}"
-                    cfg = deep_merge(self.base, m.run)
-                    cfg["name"] = f"{m.label}-{order_dir(order)}-s{seed}"
-                    cfg["output_dir"] = str(run_dir)
-                    cfg["seed"] = seed
-                    cfg["method"] = {"name": m.name, **m.overrides}
-                    data = cfg.setdefault("data", {})
-                    if isinstance(data, dict):
-                        data["order"] = order
-                    try:
-                        resolved = json_normal(RunConfig.from_dict(cfg).to_dict())
-                    except ConfigError as err:
-                        problems += [f"methods: {m.label!r} (order {order}, seed {seed}): {p}" for p in err.problems]
-                        continue
-                    out.append(SuiteRun(m.label, m.name, order, seed, run_dir, cfg, resolved))
+            for budget in self.budgets or [None]:
+                label = m.label if budget is None else budget_label(m.label, budget)
+                for order in self.orders:
+                    for seed in self.seeds:
+                        try:
+                            out.append(self._run(m, label, budget, order, seed))
+                        except ConfigError as err:
+                            where = f"methods: {label!r} (order {order}, seed {seed})"
+                            problems += [f"{where}: {p}" for p in err.problems]
         if problems:
             raise ConfigError(dedupe(problems))
         return out
+
+    def _run(self, m: SuiteMethod, label: str, budget: int | None, order: str, seed: int) -> SuiteRun:
+        run_dir = self.output_dir / label / f"{order_dir(order)}-s{seed}"
+        cfg = deep_merge(self.base, m.run)
+        cfg["name"] = f"{label}-{order_dir(order)}-s{seed}"
+        cfg["output_dir"] = str(run_dir)
+        cfg["seed"] = seed
+        cfg["method"] = {"name": m.name, **m.overrides}
+        data = cfg.setdefault("data", {})
+        if isinstance(data, dict):
+            data["order"] = order
+            if budget is not None:
+                data["train_per_task"] = budget
+        resolved = json_normal(RunConfig.from_dict(cfg).to_dict())
+        return SuiteRun(label, m.name, order, seed, run_dir, cfg, resolved, entry=m.label, budget=budget)
+
+
+def budget_label(label: str, budget: int) -> str:
+    """The row (and folder) name of a method entry at one training budget: ``seq_lora-n64``."""
+    return f"{label}-n{budget}"
 
 
 def order_dir(order: str | int) -> str:
@@ -302,13 +321,41 @@ def _seeds(raw: Mapping[str, Any], base_seed: Any, problems: list[str]) -> list[
     return seeds
 
 
+def _budgets(
+    raw: Mapping[str, Any], base: Mapping[str, Any], methods: list[SuiteMethod], problems: list[str]
+) -> list[int] | None:
+    """The ``budgets`` sweep (training examples per task), or None when the suite has none."""
+    if raw.get("budgets") is None:
+        return None
+    values = raw["budgets"]
+    fix = "expected a non-empty list of positive integers (training examples per task), e.g. [32, 64, 160, 320]"
+    if not isinstance(values, list) or not values:
+        problems.append(f"suite.budgets: got {values!r}; {fix}.")
+        return None
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+    if bad:
+        problems.append(f"suite.budgets: {bad[0]!r} is not a positive integer; {fix}.")
+        return None
+    if len(set(values)) != len(values):
+        problems.append(f"suite.budgets: {values!r} lists a budget twice.")
+    data = base.get("data") if isinstance(base.get("data"), dict) else {}
+    setters = ["base.data"] if "train_per_task" in data else []
+    setters += [f"methods {m.label!r} run.data" for m in methods if "train_per_task" in (m.run.get("data") or {})]
+    if setters:
+        problems.append(
+            f"suite.budgets sets data.train_per_task for every run, but {', '.join(setters)} also sets it; "
+            "remove train_per_task there (the budgets replace it)."
+        )
+    return list(values)
+
+
 def load_suite(config: str | Path | Mapping[str, Any], overrides: Sequence[str] = ()) -> Suite:
     """Read and validate a suite (a YAML path or a mapping); every problem is reported at once.
 
     ``base`` may be a mapping or a path to a run config YAML (relative to the suite file). Relative
     ``output_dir`` paths are relative to the working directory, as for run configs. Defaults: ``orders``
     = the base config's ``data.order`` (or 1), ``seeds`` = its ``seed`` (or 42), ``output_dir`` =
-    ``runs/suite/<name>``.
+    ``runs/suite/<name>``, no ``budgets`` sweep.
 
     Raises:
         ConfigError: unknown keys, a missing or invalid ``methods`` list, bad labels, duplicate labels,
@@ -323,6 +370,7 @@ def load_suite(config: str | Path | Mapping[str, Any], overrides: Sequence[str] 
     methods = _methods(raw, problems)
     orders = _orders(raw, base, problems)
     seeds = _seeds(raw, base_seed, problems)
+    budgets = _budgets(raw, base, methods, problems)
     name = str(raw.get("name") or (source.stem if source is not None else "suite"))
     output_dir = Path(str(raw.get("output_dir") or Path("runs") / "suite" / name))
     reference = raw.get("reference", "seq_lora")
@@ -330,8 +378,13 @@ def load_suite(config: str | Path | Mapping[str, Any], overrides: Sequence[str] 
         problems.append(
             f"suite.reference: got {reference!r}; give a method label of the suite (e.g. seq_lora) or null."
         )
+    if budgets and methods:
+        labels = [m.label for m in methods]
+        clashes = sorted({budget_label(m, b) for m in labels for b in budgets} & set(labels))
+        if clashes:
+            problems.append(f"suite.methods: label {clashes[0]!r} is also the name of a budget row; rename that entry.")
     if problems:
         raise ConfigError(problems)
-    suite = Suite(name, base, methods, orders, seeds, output_dir, source, raw, reference)
+    suite = Suite(name, base, methods, orders, seeds, output_dir, source, raw, reference, budgets)
     suite.runs()  # validates every run config now, before anything is run
     return suite
