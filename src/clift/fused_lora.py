@@ -53,8 +53,9 @@ class FrozenAdapterFields:
 class _FusedLayer:
     """The fused frozen adapters of one PEFT LoRA layer (built on first use, after checkpoints load)."""
 
-    def __init__(self, layer: nn.Module, tuner: nn.Module, frozen: list[str], current: str) -> None:
+    def __init__(self, layer: nn.Module, tuner: nn.Module, frozen: list[str], current: str, live: bool) -> None:
         self.layer = layer
+        self.live = live  # factors that change during the task (DEAL's retention modules): rebuilt each call
         self.tuner = tuner  # the LoraModel: its active adapter list is what the user asked for
         self.frozen = [name for name in frozen if name in layer.lora_A]
         self.current = current
@@ -87,6 +88,12 @@ class _FusedLayer:
         names = self._wanted()
         if not names:
             return output
+        if self.live:
+            # the frozen factors are re-parametrised (their values depend on trainable modules): read them
+            # now, with their graph, so the loss reaches the modules through the fused path
+            a = torch.cat([self.layer.lora_A[n].weight for n in names], 0)  # (R, d_in)
+            b = torch.cat([self.layer.lora_B[n].weight * self.layer.scaling[n] for n in names], 1)  # (d_out, R)
+            return output + F.linear(F.linear(x.to(a.dtype), a), b).to(output.dtype)
         if names != self.built_for or self.a is None or self.a.device != x.device:
             self._build(names, x.device)  # first use of the task: after a checkpoint's values are loaded
         assert self.a is not None and self.b is not None
@@ -100,17 +107,21 @@ class FusedFrozenLoRA:
         self._handles: list[RemovableHandle] = []
         self.layers: list[_FusedLayer] = []
 
-    def install(self, model: nn.Module, frozen: list[str], current: str) -> None:
+    def install(self, model: nn.Module, frozen: list[str], current: str, live: bool = False) -> None:
         """Compute ``frozen`` adapters fused, reading adapter ``current``'s dropout output.
 
         Every adapter must already be active in PEFT (``LoraModel.set_adapter``); layers that hold
         ``current`` and a frozen adapter keep only ``current`` active in PEFT's loop. Call again for
-        every new task (the previous installation is removed first).
+        every new task (the previous installation is removed first). Install before parametrising any
+        frozen factor: PEFT's ``set_adapter`` toggles ``requires_grad`` of whole adapter modules.
 
         Args:
             model: the ``PeftModel`` (or its LoRA model).
             frozen: the earlier adapters' names, in order.
             current: the trainable adapter's name.
+            live: read the frozen factors' ``weight`` in every forward (with autograd) instead of caching
+                them once per task; for factors re-parametrised by trainable modules (DEAL's retention
+                structure). The concatenation then costs two small copies per layer and call.
         """
         self.remove()
         if not frozen:
@@ -119,7 +130,7 @@ class FusedFrozenLoRA:
         for _, layer in lora_layers(model):
             if current not in getattr(layer, "lora_A", {}):
                 continue  # a layer without the new adapter keeps PEFT's own loop
-            fused = _FusedLayer(layer, tuner, frozen, current)
+            fused = _FusedLayer(layer, tuner, frozen, current, live)
             if not fused.frozen:
                 continue
             # only the new adapter stays in PEFT's loop (and trainable; the frozen ones stay frozen)

@@ -417,3 +417,34 @@ def test_module_init_leaves_the_global_generator_alone(tmp_path, method):
         runs.append({n: p.detach().clone() for n, p in d.model.named_parameters() if p.requires_grad})
     assert runs[0].keys() == runs[1].keys()
     assert all(torch.equal(v, runs[1][n]) for n, v in runs[0].items())  # drawn from the seeded own generator
+
+
+def test_retention_with_fused_frozen_adapters_computes_like_peft_loop_and_trains_the_modules(tmp_path):
+    """With dropout off, the fused earlier adapters give PEFT's per-adapter loss and θ1/θ2 gradients (to float
+    rounding); while fused, PEFT's loop runs only the new adapter; after the task the model is plain PEFT again."""
+    runs = {}
+    for mode in ("fused", "separate"):
+        d = drive("deal", tmp_path / mode, structure="retention", dropout=0.0, frozen_adapters=mode, lr=2e-2)
+        train(d, d.stages[0], 2)
+        d.model = d.method.after_task(d.model, d.stages[0])
+        train(d, d.stages[1], 2)  # the modules move (module lr = lr)
+        d.model = d.method.after_task(d.model, d.stages[1])
+        d.model = d.method.before_task(d.model, d.stages[2])  # two earlier adapters under the modules
+        _perturb_modules(d.method)
+        layers = [layer for _, layer in lora_layers(d.model)]
+        if mode == "fused":
+            assert all(layer.active_adapters == ["task2"] for layer in layers)
+        else:
+            assert all(set(layer.active_adapters) == {"default", "task1", "task2"} for layer in layers)
+        loss = d.model(**d.batches[2]).loss
+        loss.backward()
+        grads = [p.grad.detach().clone() for p in d.method.bank.parameters() if p.grad is not None]
+        runs[mode] = (loss.detach(), grads, d)
+    (lf, gf, df), (ls, gs, _) = runs["fused"], runs["separate"]
+    assert torch.allclose(lf, ls, atol=1e-6)
+    assert len(gf) == len(gs) > 0 and any(g.abs().sum() > 0 for g in gf)
+    for a, b in zip(gf, gs, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+    df.model = df.method.after_task(df.model, df.stages[2])
+    assert all(set(layer.active_adapters) == {"default", "task1", "task2"} for _, layer in lora_layers(df.model))
+    assert not any(p.requires_grad for n, p in df.model.named_parameters() if ".default." in n or ".task1." in n)

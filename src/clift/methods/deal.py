@@ -45,12 +45,13 @@ from clift.adapters import (
     lora_layers,
     save_adapter,
 )
+from clift.fused_lora import FrozenAdapterFields, FusedFrozenLoRA
 from clift.methods.base import ContinualMethod, Kind, MethodConfig, MethodContext, Stage
 from clift.methods.deal_parts import DEAL_PRESETS, isolated_rng, method_generator, stats_from_state, stats_state
 
 
 @dataclass
-class DEALConfig(LoraFields, MethodConfig):
+class DEALConfig(FrozenAdapterFields, LoraFields, MethodConfig):
     """DEAL as in the paper, made concrete (see ``docs/methods/deal.md`` for the reason of each default).
 
     Attributes:
@@ -73,6 +74,11 @@ class DEALConfig(LoraFields, MethodConfig):
             fresh LoRA per task learns the new task). Default paper.
         anchor: ``μ`` of ``μ ‖B'A' − B_prev A_prev‖²_F``, the change of the previous tasks' LoRA product
             over the task (Gram form, never a d×d product); 0 switches it off. Default 0.
+        frozen_adapters: under ``structure: retention`` only: ``fused`` (default) computes the earlier
+            adapters as one concatenated LoRA per layer that reads the new adapter's dropped-out input
+            (their re-parametrised factors read afresh in every forward, so θ1/θ2 get their gradient
+            through it; cost flat in the number of tasks), ``separate`` uses PEFT's loop (one dropout
+            mask and one matmul pair per earlier adapter). See :class:`clift.fused_lora.FrozenAdapterFields`.
     """
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = DEAL_PRESETS
@@ -349,6 +355,7 @@ class DEAL(ContinualMethod):
         self.pairs: list[list[tuple[nn.Module, nn.Module]]] = []
         self.start: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.generator = method_generator(0, config.method_name())
+        self.fused = FusedFrozenLoRA()  # retention structure: the earlier adapters as one LoRA per layer
         self._pen: dict[str, Any] = {"retention": 0.0, "update": 0.0, "anchor": 0.0, "steps": 0}
         self._last_pen: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
@@ -379,6 +386,9 @@ class DEAL(ContinualMethod):
         old = list(self.adapters)
         if cfg.structure == "retention":
             model = self._add_task_adapter(model, stage)
+            if cfg.frozen_adapters == "fused":
+                # before the factors are parametrised: PEFT's set_adapter toggles requires_grad module-wide
+                self.fused.install(model, old, self.adapters[-1], live=True)
         chosen = []
         for _, lin, rank_first in self._factor_modules(model, old):
             lin.weight.requires_grad_(cfg.train_factors and cfg.structure == "paper")
@@ -515,6 +525,8 @@ class DEAL(ContinualMethod):
                 lin.weight.requires_grad_(True)  # a plain, trainable PEFT LoRA again
         if self.bank is not None:
             self.bank.clear()
+        # after the parametrizations are gone: giving the adapters back to PEFT's loop toggles requires_grad
+        self.fused.remove()
         self.factors, self.bank, self.pairs, self.start = [], None, [], []
         return model
 
