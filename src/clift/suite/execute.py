@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
-from clift.errors import ConfigError, TrainingError
+from clift.charts import budget_curve
+from clift.errors import CliftError, ConfigError, TrainingError
 from clift.io import atomic_write_json, atomic_write_text, relative_path
 from clift.pooling import check_poolable
 from clift.results import RESULTS_FILE, RunRecord
@@ -237,9 +238,6 @@ def _tabulate(
 
 def _budget_curve(rows: list[dict[str, Any]], path: Path) -> list[Path]:
     """The data-efficiency figure; skipped with a warning when matplotlib (``clift[report]``) is missing."""
-    from clift.errors import CliftError
-    from clift.report import budget_curve
-
     try:
         return [budget_curve(rows, path)]
     except CliftError as err:
