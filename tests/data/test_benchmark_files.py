@@ -87,6 +87,7 @@ def test_every_yaml_file_parses_and_orders_reference_known_tasks():
     # rglob + an exact count: a file added in a subfolder, or dropped, must be noticed
     assert [f.name for f in files] == [
         "fixture.yaml",
+        "learnable.yaml",
         "long.yaml",
         "standard-proxy.yaml",
         "standard.yaml",
@@ -102,7 +103,7 @@ def test_every_yaml_file_parses_and_orders_reference_known_tasks():
         for order, seq in spec.orders.items():
             assert set(seq) <= set(spec.tasks), (name, order)
             assert len(seq) == len(set(seq)), (name, order)
-    assert benchmark_registry().names() == ["fixture", "long", "standard", "standard-proxy", "tc"]
+    assert benchmark_registry().names() == ["fixture", "learnable", "long", "standard", "standard-proxy", "tc"]
 
 
 def test_orders_are_the_papers():
@@ -121,6 +122,16 @@ def test_standard_proxy_is_standard_with_yahoo_replaced_by_mnli():
     }
 
 
+def test_learnable_orders_are_permutations_with_each_task_once_per_position():
+    spec = get_benchmark("learnable")
+    assert spec.tasks == ("dbpedia", "agnews", "IMDB", "yelp")
+    orders = [list(seq) for seq in spec.orders.values()]
+    assert len(orders) == 3 and all(sorted(seq) == sorted(spec.tasks) for seq in orders)
+    for position in range(4):  # a task's position (early, late) is not confounded with the task
+        assert len({seq[position] for seq in orders}) == 3
+    assert {seq[-1] for seq in orders} == {"yelp", "agnews", "IMDB"}
+
+
 def test_catalog_defines_the_15_tasks_once():
     cat = task_catalog()
     assert len(cat.tasks) == 15
@@ -131,7 +142,7 @@ def test_catalog_defines_the_15_tasks_once():
     for spec in cat.tasks.values():
         assert spec.instruction == "" or spec.instruction.endswith("\n")
     # benchmark files reference the catalog instead of repeating definitions
-    for name in ("standard", "standard-proxy", "long", "tc"):
+    for name in ("standard", "standard-proxy", "long", "tc", "learnable"):
         raw = yaml.safe_load((BENCHMARK_DIR / f"{name}.yaml").read_text())
         assert isinstance(raw["tasks"], list) and raw["include"] == "tasks.yaml"
         spec = get_benchmark(name)
@@ -182,11 +193,12 @@ def test_fixture_benchmark_loads_offline_with_family_instructions():
 
 def test_list_benchmarks_reports_yahoo_dependent_benchmarks_as_not_available():
     infos = {i.name: i for i in list_benchmarks()}
-    assert set(infos) == {"fixture", "long", "standard", "standard-proxy", "tc"}
+    assert set(infos) == {"fixture", "learnable", "long", "standard", "standard-proxy", "tc"}
     for name in ("standard", "long", "tc"):
         assert not infos[name].available and set(infos[name].missing) == {"yahoo"}
         assert infos[name].source == "pack"
     assert infos["standard-proxy"].available and infos["standard-proxy"].source == "pack"
+    assert infos["learnable"].available and infos["learnable"].source == "pack"
     assert infos["fixture"].available and infos["fixture"].source == "fixture"
     assert list(infos["long"].orders) == ["o4", "o5", "o6"]
 
