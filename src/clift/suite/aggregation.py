@@ -8,7 +8,7 @@ from typing import Any
 
 from clift.results import RunRecord
 from clift.stats import paired_differences, t_interval
-from clift.suite.schema import dedupe
+from clift.suite.schema import budget_label, dedupe
 
 METRICS = ("aa", "bwt", "fwt", "forgetting")
 
@@ -167,27 +167,30 @@ def paired_rows(
     return rows
 
 
+def budget_groups(budgets: Sequence[int | None]) -> list[tuple[int | None, list[int]]]:
+    """``[(budget, indices of the runs at that budget)]`` in first-appearance order (one group without a sweep)."""
+    return [(b, [i for i, x in enumerate(budgets) if x == b]) for b in dict.fromkeys(budgets)]
+
+
 def paired_by_budget(
     results: Sequence[RunRecord | Mapping[str, Any]],
     labels: Sequence[str],
     budgets: Sequence[int | None],
     reference: str,
-    reference_of: Any,
 ) -> list[dict[str, Any]]:
-    """:func:`paired_rows` within each training budget, against that budget's reference row.
+    """:func:`paired_rows` within each training budget, against the reference entry's row at that budget.
 
     Args:
         results / labels: as for :func:`paired_rows`.
         budgets: each run's budget (None for a suite without a sweep: one group).
-        reference: the reference method entry's label.
-        reference_of: ``(reference, budget) -> row label`` of the reference at that budget.
+        reference: the reference method entry's label (``<reference>-n<budget>`` is its row at a budget).
 
     Returns:
-        The rows of every budget in first-appearance order, each with ``budget`` added.
+        The rows of every budget in first-appearance order, each with ``budget`` added (swept suites only).
     """
     out: list[dict[str, Any]] = []
-    for budget in dict.fromkeys(budgets):
-        idx = [i for i, b in enumerate(budgets) if b == budget]
-        rows = paired_rows([results[i] for i in idx], [labels[i] for i in idx], reference_of(reference, budget))
+    for budget, idx in budget_groups(budgets):
+        ref = reference if budget is None else budget_label(reference, budget)
+        rows = paired_rows([results[i] for i in idx], [labels[i] for i in idx], ref)
         out += [row if budget is None else {**row, "budget": budget} for row in rows]
     return out

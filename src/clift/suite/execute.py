@@ -21,10 +21,10 @@ from clift.errors import CliftError, ConfigError, TrainingError
 from clift.io import atomic_write_json, atomic_write_text, relative_path
 from clift.pooling import check_poolable
 from clift.results import RESULTS_FILE, RunRecord
-from clift.suite.aggregation import aggregate, paired_by_budget
+from clift.suite.aggregation import aggregate, budget_groups, paired_by_budget
 from clift.suite.markdown import format_markdown, suite_meta
 from clift.suite.planning import plan, read_results
-from clift.suite.schema import Suite, SuiteRun, budget_label, json_normal, load_suite, order_dir
+from clift.suite.schema import Suite, SuiteRun, json_normal, load_suite, order_dir
 
 log = logging.getLogger("clift")
 
@@ -219,21 +219,14 @@ def _tabulate(
     planned = {r.label: r for r in runs}
     records, labels = [r for _, r in done], [label for label, _ in done]
     budgets = [planned[label].budget for label in labels]
-    for budget in dict.fromkeys(budgets):
-        idx = [i for i, b in enumerate(budgets) if b == budget]
+    for _, idx in budget_groups(budgets):
         check_poolable([records[i].to_dict() for i in idx], [labels[i] for i in idx], "clift compare")
     rows = aggregate(records, labels)
     for row in rows if suite.budgets else []:  # suites without a sweep keep their rows as before
         run = planned.get(row["label"])
         row["entry"] = run.entry if run is not None else row["label"]
         row["budget"] = run.budget if run is not None else None
-    if not suite.reference:
-        return rows, []
-
-    def reference_of(reference: str, budget: int | None) -> str:
-        return reference if budget is None else budget_label(reference, budget)
-
-    return rows, paired_by_budget(records, labels, budgets, suite.reference, reference_of)
+    return rows, paired_by_budget(records, labels, budgets, suite.reference) if suite.reference else []
 
 
 def _budget_curve(rows: list[dict[str, Any]], path: Path) -> list[Path]:
