@@ -42,7 +42,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _relaunch(args, cfg.method.method_name())
     if args.quiet:
         cfg.log.progress = False
-    result = Runner(cfg, force=args.force).run()
+    result = Runner(cfg, force=args.force, zero_shot_cache=args.zero_shot_cache).run()
     if result.record.complete and result.is_main_process:
         print(result.table())
         print(f"run directory: {result.run_dir}")
@@ -64,6 +64,8 @@ def _relaunch(args: argparse.Namespace, method_name: str) -> int:
 
     prelaunch_check(args.accelerate_config, method_name)  # refuse before any process starts
     argv = ["run", args.config, *args.overrides] + ["--force"] * args.force + ["--quiet"] * args.quiet
+    if args.zero_shot_cache:
+        argv += ["--zero-shot-cache", args.zero_shot_cache]
     child = subprocess.Popen(launch_command(args.accelerate_config, argv))
     # a scheduler's SIGTERM to clift must reach the launcher, which stops its workers (else they run on)
     signal.signal(signal.SIGTERM, lambda *_: child.terminate())
@@ -207,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. train.lr=1e-4 order=2")
     p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars (for CI and log files)")
+    p.add_argument(
+        "--zero-shot-cache",
+        metavar="DIR",
+        help="reuse zero-shot evaluations stored in DIR (and store new ones there); suites pass their own",
+    )
     p.add_argument(
         "--accelerate-config",
         metavar="FILE",

@@ -198,15 +198,18 @@ class Timings(JsonRecord):
     """``timings``: per-stage timings and the run's wall time (seconds).
 
     ``total_seconds_before_resume`` is the kept work's wall time before the last resume; the work lost
-    in a crash is not counted in ``total_seconds``.
+    in a crash is not counted in ``total_seconds``. ``zero_shot_reused`` (present when the run was given a
+    zero-shot cache, :mod:`clift.zero_shot_cache`) names the tasks whose zero-shot evaluation was read
+    from it instead of computed, which is why ``zero_shot_seconds`` can be near 0.
     """
 
     optional: ClassVar[frozenset[str]] = frozenset(
-        {"zero_shot_seconds", "total_seconds_before_resume", "total_seconds"}
+        {"zero_shot_seconds", "zero_shot_reused", "total_seconds_before_resume", "total_seconds"}
     )
 
     stages: list[StageTiming] = field(default_factory=list)
     zero_shot_seconds: float | None = None
+    zero_shot_reused: list[str] | None = None
     total_seconds_before_resume: float | None = None
     total_seconds: float | None = None
 

@@ -219,10 +219,17 @@ class Runner:
     with a different configuration is refused, naming the differing keys.
     """
 
-    def __init__(self, cfg: RunConfig, stream: Stream | None = None, force: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        stream: Stream | None = None,
+        force: bool = False,
+        zero_shot_cache: str | Path | None = None,
+    ) -> None:
         self.cfg = cfg
         self.run_dir = cfg.resolved_output_dir
         self.force = force
+        self.zero_shot_cache = Path(zero_shot_cache) if zero_shot_cache is not None else None
         self._stream = stream
         # provenance of a Python stream, made when it is checked, carved and budgeted (_load_stream)
         self._python_provenance: dict[str, Any] = {}
@@ -262,7 +269,7 @@ class Runner:
             model = loaded.model
             self._open_record(old, ckpt, loaded, stream, method)
             if cfg.eval.zero_shot and self.record.zero_shot is None:
-                self._zero_shot(model, stream)
+                self._zero_shot(model, loaded.tokenizer, stream)
             model = self._start_method(method, loaded, stream)
             stages = method.stages(stream)
             if ckpt is not None:
@@ -513,14 +520,44 @@ class Runner:
         assert self.evaluator is not None
         return self.evaluator.evaluate(model, task, task.split(split), f"eval {label}: {task.name}")
 
-    def _zero_shot(self, model: nn.Module, stream: Stream) -> None:
+    def _zero_shot(self, model: nn.Module, tokenizer: Any, stream: Stream) -> None:
         t0 = time.time()
-        evals = [self._evaluate(model, t, self.cfg.eval.split, "zero-shot") for t in stream]
+        evals, reused = self._zero_shot_evals(model, tokenizer, stream)
         self.record.set_zero_shot([e.accuracy for e in evals], text_metrics.secondary_rows(evals))
         self.record.add_correct(ZERO_SHOT_KEY, [_outcomes(ev) for ev in evals])
         self.record.timings.put("zero_shot_seconds", time.time() - t0)
+        if self.zero_shot_cache is not None:
+            self.record.timings.put("zero_shot_reused", reused)
         if self.acc.is_main_process:
             write_record(self.run_dir, self.record)
+
+    def _zero_shot_evals(self, model: nn.Module, tokenizer: Any, stream: Stream) -> tuple[list[Any], list[str]]:
+        """Each task's zero-shot evaluation, read from the zero-shot cache where it holds the same evaluation.
+
+        Returns:
+            The evaluations in stream order, and the names of the tasks read from the cache.
+        """
+        split = self.cfg.eval.split
+        if self.zero_shot_cache is None or self.acc.num_processes > 1:
+            # several processes would each have to see the same hits; not worth a broadcast for a cache
+            return [self._evaluate(model, t, split, "zero-shot") for t in stream], []
+        from clift.zero_shot_cache import ZeroShotCache, evaluation_context, task_key
+
+        cache = ZeroShotCache(self.zero_shot_cache)
+        context = evaluation_context(model, tokenizer, self.cfg, self.acc.device.type, str(self.acc.mixed_precision))
+        evals, reused = [], []
+        for task in stream:
+            key = task_key(context, task, task.split(split))
+            found = cache.get(key)
+            if found is None:
+                found = self._evaluate(model, task, split, "zero-shot")
+                cache.put(key, found, task.name)
+            else:
+                reused.append(task.name)
+            evals.append(found)
+        if reused:
+            log.info("zero-shot of %s read from %s", ", ".join(reused), self.zero_shot_cache)
+        return evals, reused
 
     def _evaluate_all(
         self, model: nn.Module, method: ContinualMethod, stage: Stage, stream: Stream
@@ -754,6 +791,7 @@ def run(
     *,
     stream: Stream | None = None,
     force: bool = False,
+    zero_shot_cache: str | Path | None = None,
 ) -> RunResult:
     """Run a whole continual task stream and write the run directory (or resume the one there).
 
@@ -762,9 +800,12 @@ def run(
         overrides: ``dotted.key=value`` strings applied on top (as on the command line).
         stream: a :class:`Stream` built in Python, used instead of ``config.data``.
         force: start an existing run directory over instead of resuming it.
+        zero_shot_cache: a folder of zero-shot evaluations shared between runs
+            (:mod:`clift.zero_shot_cache`); a task whose evaluation it holds is not evaluated again.
+            Single-process runs only (ignored with several processes). Suites pass ``<output_dir>/.zero-shot``.
 
     Returns:
         A :class:`RunResult` (run directory, results, matrix, metrics, final model).
     """
     cfg = _resolve_config(config, overrides)
-    return Runner(cfg, stream=stream, force=force).run()
+    return Runner(cfg, stream=stream, force=force, zero_shot_cache=zero_shot_cache).run()

@@ -32,6 +32,8 @@ SUITE_MD = "suite.md"
 SUITE_JSON = "suite.json"
 #: the data-efficiency figure of a suite with ``budgets``
 BUDGET_CURVE = "budget_curve.png"
+#: the suite's shared zero-shot evaluations (:mod:`clift.zero_shot_cache`), under its output_dir
+ZERO_SHOT_CACHE = ".zero-shot"
 
 Isolation = Literal["process", "inline"]
 
@@ -56,15 +58,16 @@ class SuiteResult:
     paths: list[Path]
 
 
-def _run_inline(run: SuiteRun) -> None:
+def _run_inline(run: SuiteRun, zero_shot_cache: Path) -> None:
     from clift.runner import run as run_one
 
-    result = run_one(run.config)  # an unfinished run continues from its checkpoint
+    # an unfinished run continues from its checkpoint
+    result = run_one(run.config, zero_shot_cache=zero_shot_cache)
     del result  # drop the model before the next run
     gc.collect()
 
 
-def _run_process(run: SuiteRun, python: str) -> None:
+def _run_process(run: SuiteRun, python: str, zero_shot_cache: Path) -> None:
     """Run one config in a fresh interpreter, so its peak memory is its own; output to a log file."""
     run.run_dir.parent.mkdir(parents=True, exist_ok=True)
     log_path = run.run_dir.with_suffix(".log")
@@ -73,7 +76,7 @@ def _run_process(run: SuiteRun, python: str) -> None:
     try:
         Path(cfg_path).write_text(yaml.safe_dump(run.config, sort_keys=False), encoding="utf-8")
         # no --force: an unfinished run in run_dir continues from its checkpoint
-        cmd = [python, "-m", "clift.cli", "run", cfg_path, "--quiet"]
+        cmd = [python, "-m", "clift.cli", "run", cfg_path, "--quiet", "--zero-shot-cache", str(zero_shot_cache)]
         with open(log_path, "w", encoding="utf-8") as fh:
             code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
     finally:
@@ -88,9 +91,13 @@ def _run_process(run: SuiteRun, python: str) -> None:
 
 
 def _execute(
-    runs: list[SuiteRun], isolation: Isolation, report_only: bool, python: str | None
+    runs: list[SuiteRun], isolation: Isolation, report_only: bool, python: str | None, zero_shot_cache: Path
 ) -> tuple[list[tuple[str, RunRecord]], list[str]]:
-    """Run or reuse every planned run; ``([(label, record)] of the finished ones, [missing runs])``."""
+    """Run or reuse every planned run; ``([(label, record)] of the finished ones, [missing runs])``.
+
+    The runs share ``zero_shot_cache`` (:mod:`clift.zero_shot_cache`): the base model's evaluation on a
+    task is made once per suite, not once per method × order × seed.
+    """
     done: list[tuple[str, RunRecord]] = []
     missing: list[str] = []
     for i, run in enumerate(runs, 1):
@@ -106,9 +113,9 @@ def _execute(
         else:
             log.info("%s: %s (%s)", tag, "resuming" if run.state == "resume" else "running", run.run_dir)
             if isolation == "inline":
-                _run_inline(run)
+                _run_inline(run, zero_shot_cache)
             else:
-                _run_process(run, python or sys.executable)
+                _run_process(run, python or sys.executable, zero_shot_cache)
             run.state = "ran"
         found = read_results(run.run_dir)
         if found is None or not found.complete:
@@ -192,7 +199,7 @@ def run_suite(
         command = shlex.join(["clift", "compare", where, *overrides])
     if dry_run:
         return SuiteResult(suite, runs, [], "", [])
-    done, missing = _execute(runs, isolation, report_only, python)
+    done, missing = _execute(runs, isolation, report_only, python, suite.output_dir / ZERO_SHOT_CACHE)
     rows, paired = _tabulate(suite, runs, done)
     meta = {**suite_meta(suite), "isolation": isolation, "missing": missing}
     markdown = format_markdown(rows, meta, command, paired)
