@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -82,7 +83,9 @@ def publish(suite_file: Path, overrides: list[str], readme: Path = ROOT / "READM
         suite_file,
         [*overrides, f"output_dir={dest / 'runs'}"],
         report_only=True,
-        command=f"clift compare {suite_file.relative_to(ROOT) if suite_file.is_absolute() else suite_file}",
+        command=shlex.join(
+            ["clift", "compare", str(suite_file.relative_to(ROOT) if suite_file.is_absolute() else suite_file), *overrides]
+        ),
     )
     for path in result.paths:
         shutil.move(str(path), dest / path.name)

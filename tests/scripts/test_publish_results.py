@@ -72,7 +72,7 @@ def test_publish_copies_finished_runs_and_writes_portable_files(tmp_path: Path, 
     blocks = ["<!-- results:t -->", "<!-- /results:t -->", "<!-- results:t:orders -->", "<!-- /results:t:orders -->"]
     readme.write_text("\n".join(["x", *blocks, ""]))
 
-    dest = pub.publish(suite_file, [], readme=readme)
+    dest = pub.publish(suite_file, ["orders=[1,2]"], readme=readme)
 
     assert dest == repo / "results" / "t"
     assert (dest / "runs" / "seq_lora" / "o1-s1" / "results.json").is_file()
@@ -83,5 +83,7 @@ def test_publish_copies_finished_runs_and_writes_portable_files(tmp_path: Path, 
     summary = json.loads((dest / "suite.json").read_text())
     assert summary["config"]["output_dir"] == "results/t/runs"
     assert summary["runs"][0]["run_dir"] == "seq_lora/o1-s1"
+    # the command that regenerates the table, overrides included
+    assert "clift compare configs/s.yaml 'orders=[1,2]'" in (dest / "suite.md").read_text()
     for name in ("suite.json", "suite.md", "report/report.md"):
         assert str(tmp_path) not in (dest / name).read_text(), name
