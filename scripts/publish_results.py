@@ -65,6 +65,11 @@ def _replace_block(text: str, marker: str, body: str) -> str | None:
     return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
 
 
+def _shown(path: Path) -> Path:
+    """``path`` relative to the repository when it is absolute (the form a reader can run from the checkout)."""
+    return path.relative_to(ROOT) if path.is_absolute() else path
+
+
 def publish(suite_file: Path, overrides: list[str], readme: Path = ROOT / "README.md") -> Path:
     suite = load_suite(suite_file, overrides)
     dest = ROOT / "results" / suite.name
@@ -83,9 +88,7 @@ def publish(suite_file: Path, overrides: list[str], readme: Path = ROOT / "READM
         suite_file,
         [*overrides, f"output_dir={dest / 'runs'}"],
         report_only=True,
-        command=shlex.join(
-            ["clift", "compare", str(suite_file.relative_to(ROOT) if suite_file.is_absolute() else suite_file), *overrides]
-        ),
+        command=shlex.join(["clift", "compare", str(_shown(suite_file)), *overrides]),
     )
     for path in result.paths:
         shutil.move(str(path), dest / path.name)

@@ -317,3 +317,37 @@ def test_shipped_suite_configs_validate():
         suite = load_suite(f)
         assert {m.name for m in suite.methods} <= set(METHODS.names())
         assert suite.runs()
+
+
+def test_a_suite_pairs_against_each_of_several_references(tmp_path):
+    spec = tiny_suite(tmp_path / "suite", ["seq_lora", "inc_lora", "olora"], orders=["o1", "o2"])
+    spec["base"]["data"].pop("tasks")
+    spec["reference"] = ["seq_lora", "inc_lora", "replay"]
+    aa = {"seq_lora": (40.0, 42.0), "inc_lora": (44.0, 47.0), "olora": (45.0, 49.0)}
+    for run in load_suite(spec).runs():
+        run.run_dir.mkdir(parents=True)
+        metrics = {"aa": aa[run.label][int(run.order) - 1], "bwt": -1.0, "fwt": 0.0, "forgetting": 1.0}
+        res = fake_results(run.method, metrics, order=order_dir(run.order), config=run.resolved)
+        (run.run_dir / "results.json").write_text(json.dumps(res))
+    result = run_suite(spec, report_only=True, isolation="inline")
+    paired = json.loads((tmp_path / "suite" / "suite.json").read_text())["paired"]
+    pairs = {(p["label"], p["reference"]): p["aa"]["mean"] for p in paired}
+    # olora − inc_lora: (45 − 44, 49 − 47) → mean 1.5; each reference gets its own table
+    assert pairs == {
+        ("inc_lora", "seq_lora"): 4.5,
+        ("olora", "seq_lora"): 6.0,
+        ("seq_lora", "inc_lora"): -4.5,
+        ("olora", "inc_lora"): 1.5,
+    }
+    md = result.markdown
+    assert md.index("| method − seq_lora |") < md.index("| method − inc_lora |")
+    # a reference with no finished runs is said, not silently dropped
+    assert "No paired differences against `replay`: it has no finished runs in this table." in md
+
+
+@pytest.mark.parametrize("value", [3, [], ["seq_lora", 1], ["seq_lora", "seq_lora"]])
+def test_a_bad_reference_is_refused_naming_the_value(tmp_path, value):
+    spec = tiny_suite(tmp_path / "suite", ["seq_lora"])
+    spec["reference"] = value
+    with pytest.raises(ConfigError, match=r"suite\.reference"):
+        load_suite(spec)

@@ -91,8 +91,8 @@ def test_report_pairs_within_a_budget_and_tabulates_the_curve(tmp_path):
     md = result.markdown
     assert "| method | n = 8 | n = 16 |" in md
     assert "| inc | 38.0 ± 2.8 [12.6, 63.4] (2) | 52.0 ± 2.8 [26.6, 77.4] (2) |" in md
-    assert "| method − reference at the same budget | pairs |" in md
-    assert "against the reference method at the same budget" in md
+    assert "| method − seq_lora at the same budget | pairs |" in md
+    assert "against `seq_lora` at the same budget" in md
     curve = tmp_path / "s" / "budget_curve.png"
     assert curve in result.paths and curve.read_bytes()[:4] == b"\x89PNG"
 

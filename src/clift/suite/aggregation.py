@@ -186,11 +186,12 @@ def paired_by_budget(
         reference: the reference method entry's label (``<reference>-n<budget>`` is its row at a budget).
 
     Returns:
-        The rows of every budget in first-appearance order, each with ``budget`` added (swept suites only).
+        The rows of every budget in first-appearance order, each with ``budget`` and ``reference_entry`` (the
+        reference's entry label) added (swept suites only).
     """
     out: list[dict[str, Any]] = []
     for budget, idx in budget_groups(budgets):
         ref = reference if budget is None else budget_label(reference, budget)
         rows = paired_rows([results[i] for i in idx], [labels[i] for i in idx], ref)
-        out += [row if budget is None else {**row, "budget": budget} for row in rows]
+        out += [row if budget is None else {**row, "budget": budget, "reference_entry": reference} for row in rows]
     return out

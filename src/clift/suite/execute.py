@@ -233,7 +233,8 @@ def _tabulate(
         run = planned.get(row["label"])
         row["entry"] = run.entry if run is not None else row["label"]
         row["budget"] = run.budget if run is not None else None
-    return rows, paired_by_budget(records, labels, budgets, suite.reference) if suite.reference else []
+    paired = [row for ref in suite.references for row in paired_by_budget(records, labels, budgets, ref)]
+    return rows, paired
 
 
 def _budget_curve(rows: list[dict[str, Any]], path: Path) -> list[Path]:

@@ -26,6 +26,7 @@ def suite_meta(suite: Suite) -> dict[str, Any]:
         "budget": ", ".join(f"{k}={v}" for k, v in budget.items()) or None,
         "eval": ev.get("mode"),
         **_metric_fact(data),
+        "references": list(suite.references),
     }
 
 
@@ -65,7 +66,7 @@ def format_paired(rows: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
         return ""
     swept = any(r.get("budget") is not None for r in rows)
-    ref = "reference at the same budget" if swept else rows[0]["reference"]
+    ref = f"{rows[0].get('reference_entry') or 'reference'} at the same budget" if swept else rows[0]["reference"]
     lines = [
         f"| method − {ref} | pairs | ΔAA | ΔBWT | Δforgetting |",
         "|---|---:|---:|---:|---:|",
@@ -118,6 +119,30 @@ def _threads(count: int | None) -> str:
     return "unrecorded" if count is None else f"{count} thread" + ("" if count == 1 else "s")
 
 
+def _paired_sections(paired: Sequence[Mapping[str, Any]], references: Sequence[str]) -> list[str]:
+    """One paired-difference table per reference (in ``references`` order), and a line for a reference that
+    has no finished runs to pair with."""
+    out: list[str] = []
+    # a budget sweep pairs each row with the reference entry's row at the same budget
+    entry = [str(p.get("reference_entry") or p["reference"]) for p in paired]
+    for against in dict.fromkeys([*references, *entry]):
+        rows = [p for p, e in zip(paired, entry, strict=True) if e == against]
+        if not rows:
+            out += ["", f"No paired differences against `{against}`: it has no finished runs in this table.", ""]
+            continue
+        swept = any(p.get("budget") is not None for p in rows)
+        shown = f"`{against}`" + (" at the same budget" if swept else "")
+        out += [
+            "",
+            f"Paired differences against {shown}, run by run over the same (order, seed): "
+            "mean difference [95 % t-interval]; **bold ✓** where the interval excludes 0 (a resolved difference).",
+            "",
+            format_paired(rows),
+            "",
+        ]
+    return out
+
+
 def format_markdown(
     rows: Sequence[Mapping[str, Any]],
     meta: Mapping[str, Any] | None = None,
@@ -164,17 +189,7 @@ def format_markdown(
             "",
             format_budgets(rows, "bwt"),
         ]
-    if paired:
-        swept = any(p.get("budget") is not None for p in paired)
-        against = f"`{paired[0]['reference']}`" if not swept else "the reference method at the same budget"
-        out += [
-            "",
-            f"Paired differences against {against}, run by run over the same (order, seed): "
-            "mean difference [95 % t-interval]; **bold ✓** where the interval excludes 0 (a resolved difference).",
-            "",
-            format_paired(paired),
-            "",
-        ]
+    out += _paired_sections(paired, meta.get("references") or [])
     missing = meta.get("missing") or []
     if missing:
         out.append(f"Not finished (left out of the table): {', '.join(missing)}.")

@@ -80,8 +80,9 @@ class Suite:
         output_dir: where runs, ``suite.md`` and ``suite.json`` go.
         source: the suite file, if read from one.
         raw: the suite mapping after overrides (written into suite.json).
-        reference: the row label every other row is compared with, run by run over the same (order,
-            seed) pairs (``reference:`` in the file; default ``seq_lora``; ``null`` for no comparison).
+        references: the row labels every other row is compared with, run by run over the same (order,
+            seed) pairs, one table each (``reference:`` in the file: a label or a list of labels; default
+            ``seq_lora``; ``null`` for no comparison).
         budgets: training examples per task to sweep (``budgets:`` in the file), or None. Each method entry
             then runs once per budget, as the row ``<label>-n<budget>`` with ``data.train_per_task`` set.
     """
@@ -94,7 +95,7 @@ class Suite:
     output_dir: Path
     source: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
-    reference: str | None = "seq_lora"
+    references: tuple[str, ...] = ("seq_lora",)
     budgets: list[int] | None = None
 
     def runs(self) -> list[SuiteRun]:
@@ -349,6 +350,22 @@ def _budgets(
     return list(values)
 
 
+def _references(value: Any, problems: list[str]) -> tuple[str, ...]:
+    """``reference:`` as a tuple of labels: one label, a list of labels, or null (no paired table)."""
+    if value is None:
+        return ()
+    given = [value] if isinstance(value, str) else value
+    if not isinstance(given, list) or not given or not all(isinstance(v, str) and v for v in given):
+        problems.append(
+            f"suite.reference: got {value!r}; give a method label of the suite (e.g. seq_lora), a list of labels "
+            "(e.g. [seq_lora, inc_lora]) or null."
+        )
+        return ()
+    if len(set(given)) != len(given):
+        problems.append(f"suite.reference: {given!r} names a label twice; list each reference once.")
+    return tuple(dict.fromkeys(given))
+
+
 def load_suite(config: str | Path | Mapping[str, Any], overrides: Sequence[str] = ()) -> Suite:
     """Read and validate a suite (a YAML path or a mapping); every problem is reported at once.
 
@@ -373,11 +390,7 @@ def load_suite(config: str | Path | Mapping[str, Any], overrides: Sequence[str] 
     budgets = _budgets(raw, base, methods, problems)
     name = str(raw.get("name") or (source.stem if source is not None else "suite"))
     output_dir = Path(str(raw.get("output_dir") or Path("runs") / "suite" / name))
-    reference = raw.get("reference", "seq_lora")
-    if reference is not None and not isinstance(reference, str):
-        problems.append(
-            f"suite.reference: got {reference!r}; give a method label of the suite (e.g. seq_lora) or null."
-        )
+    references = _references(raw.get("reference", "seq_lora"), problems)
     if budgets and methods:
         labels = [m.label for m in methods]
         clashes = sorted({budget_label(m, b) for m in labels for b in budgets} & set(labels))
@@ -385,6 +398,6 @@ def load_suite(config: str | Path | Mapping[str, Any], overrides: Sequence[str] 
             problems.append(f"suite.methods: label {clashes[0]!r} is also the name of a budget row; rename that entry.")
     if problems:
         raise ConfigError(problems)
-    suite = Suite(name, base, methods, orders, seeds, output_dir, source, raw, reference, budgets)
+    suite = Suite(name, base, methods, orders, seeds, output_dir, source, raw, references, budgets)
     suite.runs()  # validates every run config now, before anything is run
     return suite
