@@ -9,19 +9,20 @@ in README.md: ``<!-- results:<suite> -->`` … ``<!-- /results:<suite> -->`` wit
 computed here that the runs did not write, so the README tables are generated from the committed files.
 
     python scripts/publish_results.py configs/suite/standard-proxy.yaml
+    python scripts/publish_results.py configs/suite/learnable.yaml --claims docs/paper-claims.yaml  # + the reading
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import shlex
 import shutil
 import sys
 from pathlib import Path
+from types import ModuleType
 
-from clift.io import atomic_write_json
+from clift.io import atomic_write_json, replace_marked_block
 from clift.report import write_report
 from clift.results import RunRecord, read_record
 from clift.suite import SuiteRun, load_suite, order_dir, run_suite
@@ -58,11 +59,15 @@ def per_order_table(runs: list[SuiteRun]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _replace_block(text: str, marker: str, body: str) -> str | None:
-    pattern = re.compile(rf"(<!-- {re.escape(marker)} -->\n).*?(<!-- /{re.escape(marker)} -->)", re.S)
-    if not pattern.search(text):
-        return None
-    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+def load_script_module(name: str) -> ModuleType:
+    """Another script of this folder as a module (scripts/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _shown(path: Path) -> Path:
@@ -102,12 +107,12 @@ def publish(suite_file: Path, overrides: list[str], readme: Path = ROOT / "READM
     marker = f"results:{suite.name}"
     text = readme.read_text(encoding="utf-8")
     table = result.markdown.split("\n", 2)[2]  # drop the "# Suite: …" title
-    updated = _replace_block(text, marker, table)
+    updated = replace_marked_block(text, marker, table)
     if updated is None:
         print(f"README.md has no <!-- {marker} --> block; table not inserted", file=sys.stderr)
     else:
         text = updated
-    updated = _replace_block(text, f"{marker}:orders", per_order_table(result.runs))
+    updated = replace_marked_block(text, f"{marker}:orders", per_order_table(result.runs))
     text = text if updated is None else updated
     readme.write_text(text, encoding="utf-8")
     return dest
@@ -117,9 +122,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("suite", type=Path)
     parser.add_argument("overrides", nargs="*", help="suite overrides, e.g. orders=[1]")
+    parser.add_argument(
+        "--claims", type=Path, help="then read the papers' claims off the published runs (docs/paper-claims.yaml)"
+    )
     args = parser.parse_args()
     dest = publish(args.suite, args.overrides)
     print(f"published to {dest}")
+    if args.claims is not None:
+        claims = load_script_module("paper_claims")
+        print(f"written {claims.publish(args.claims, dest.name)}")
     return 0
 
 

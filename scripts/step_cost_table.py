@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
+
+from clift.io import replace_marked_block
 
 MARKER = "step-cost"
 
@@ -60,10 +61,10 @@ def table(runs: list[tuple[int, dict[str, Any]]]) -> str:
 
 def replace_block(text: str, body: str) -> str:
     """``text`` with the ``<!-- step-cost -->`` … ``<!-- /step-cost -->`` block replaced by ``body``."""
-    pattern = re.compile(rf"(<!-- {MARKER} -->\n).*?(<!-- /{MARKER} -->)", re.S)
-    if not pattern.search(text):
+    updated = replace_marked_block(text, MARKER, body)
+    if updated is None:
         raise SystemExit(f"no <!-- {MARKER} --> … <!-- /{MARKER} --> block to replace; add one where the table goes")
-    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+    return updated
 
 
 def main(argv: list[str] | None = None) -> int:

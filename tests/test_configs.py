@@ -18,7 +18,7 @@ def test_all_configs_are_collected():
     by_folder = {}
     for p in CONFIGS:
         by_folder[p.parent.name] = by_folder.get(p.parent.name, 0) + 1
-    assert by_folder == {"configs": 1, "papers": 8, "ablations": 11, "suite": 7, "selection": 2, "accelerate": 5}
+    assert by_folder == {"configs": 1, "papers": 8, "ablations": 11, "suite": 8, "selection": 2, "accelerate": 5}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clift.errors import ConfigError, DataError
-from clift.io import read_yaml
+from clift.io import read_yaml, replace_marked_block
 
 
 def test_read_yaml_parses_utf8_with_or_without_bom(tmp_path):
@@ -36,3 +36,13 @@ def test_read_yaml_errors_name_the_file_line_and_fix(tmp_path):
     broken.write_text("a: 1\nb: [1, 2\nc: 3\n")
     with pytest.raises(ConfigError, match=r"broken\.yaml:\d+: benchmark file is not valid YAML"):
         read_yaml(broken, ConfigError, "benchmark file")
+
+
+def test_replace_marked_block_only_touches_the_marked_block() -> None:
+    text = "a\n<!-- results:x:orders -->\nold\n<!-- /results:x:orders -->\nb\n"
+    assert replace_marked_block(text, "results:x:orders", "new\n") == (
+        "a\n<!-- results:x:orders -->\nnew\n<!-- /results:x:orders -->\nb\n"
+    )
+    # the marker is literal text, not a pattern; a missing block is None, not an unchanged text
+    assert replace_marked_block(text, "results:x", "new\n") is None
+    assert replace_marked_block(text, "results:.*", "new\n") is None

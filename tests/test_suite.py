@@ -308,6 +308,7 @@ def test_shipped_suite_configs_validate():
         "deal-ablation.yaml",
         "deal-dev.yaml",
         "gorp-ablation.yaml",
+        "learnable-budgets.yaml",
         "learnable.yaml",
         "standard-proxy.yaml",
         "tiny.yaml",

@@ -118,3 +118,27 @@ def test_a_tiny_budget_sweep_trains_with_each_budget(tmp_path):
         assert record["budgets"]["train_per_task"] == run.budget
         assert all(c["train"] == run.budget for c in record["counts"].values())
     assert {r["label"] for r in result.rows} >= {"seq_lora-n4", "seq_lora-n8"}
+
+
+def test_a_sweep_copies_the_run_another_suite_already_made_at_its_budget(tmp_path):
+    main = tiny_suite(tmp_path / "main", ["seq_lora"])
+    main["base"]["data"]["train_per_task"] = 8
+    run_suite(main, isolation="inline")
+    made = tmp_path / "main" / "seq_lora" / "o1-s1" / "results.json"
+    sweep = tiny_suite(tmp_path / "sweep", ["seq_lora"], budgets=[4, 8], reuse_from=str(tmp_path / "main"))
+    sweep["base"]["data"].pop("train_per_task")
+    planned = run_suite(sweep, isolation="inline", dry_run=True)
+    assert [(r.label, r.state) for r in planned.runs] == [("seq_lora-n4", "new"), ("seq_lora-n8", "adopt")]
+    assert not (tmp_path / "sweep" / "seq_lora-n8").exists()  # a dry run copies nothing
+    result = run_suite(sweep, isolation="inline")
+    assert [(r.label, r.state) for r in result.runs] == [("seq_lora-n4", "ran"), ("seq_lora-n8", "reused")]
+    copied = tmp_path / "sweep" / "seq_lora-n8" / "o1-s1" / "results.json"
+    assert copied.read_bytes() == made.read_bytes()
+    # another config at the same folder name is not taken: the n4 run was trained here
+    ran = json.loads((tmp_path / "sweep" / "seq_lora-n4" / "o1-s1" / "results.json").read_text())
+    assert ran["config"]["data"]["train_per_task"] == 4
+
+
+def test_reuse_from_must_name_folders(tmp_path):
+    with pytest.raises(ConfigError, match=r"suite\.reuse_from"):
+        load_suite(tiny_suite(tmp_path, ["seq_lora"], reuse_from=3))

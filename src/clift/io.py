@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +50,20 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     """Atomically write ``data`` as indented JSON (NaN is written as null-safe ``NaN`` only if present)."""
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def replace_marked_block(text: str, marker: str, body: str) -> str | None:
+    """``text`` with what lies between ``<!-- marker -->`` and ``<!-- /marker -->`` replaced by ``body``.
+
+    The generated tables of README.md live in such blocks; everything outside them is left as it is.
+
+    Returns:
+        The new text, or None when ``text`` has no such block.
+    """
+    pattern = re.compile(rf"(<!-- {re.escape(marker)} -->\n).*?(<!-- /{re.escape(marker)} -->)", re.S)
+    if not pattern.search(text):
+        return None
+    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
 
 
 def read_json(path: str | Path) -> Any:

@@ -43,15 +43,6 @@ def test_per_order_table_reads_each_run_and_marks_unfinished(tmp_path: Path) -> 
     assert table[3] == "| mtl | 55.0 | — |"
 
 
-def test_replace_block_only_touches_the_marked_block() -> None:
-    pub = _load()
-    text = "a\n<!-- results:x:orders -->\nold\n<!-- /results:x:orders -->\nb\n"
-    assert pub._replace_block(text, "results:x:orders", "new\n") == (
-        "a\n<!-- results:x:orders -->\nnew\n<!-- /results:x:orders -->\nb\n"
-    )
-    assert pub._replace_block(text, "results:y", "new\n") is None
-
-
 def test_publish_copies_finished_runs_and_writes_portable_files(tmp_path: Path, monkeypatch) -> None:
     pub = _load()
     repo = tmp_path / "repo"
@@ -87,3 +78,8 @@ def test_publish_copies_finished_runs_and_writes_portable_files(tmp_path: Path, 
     assert "clift compare configs/s.yaml 'orders=[1,2]'" in (dest / "suite.md").read_text()
     for name in ("suite.json", "suite.md", "report/report.md"):
         assert str(tmp_path) not in (dest / name).read_text(), name
+
+
+def test_publish_can_hand_over_to_the_claims_script() -> None:
+    claims = _load().load_script_module("paper_claims")
+    assert callable(claims.publish) and claims.MARKER == "claims"

@@ -24,8 +24,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.dry_run:
         for run in result.runs:
             print(f"{run.state:6s} {run.run_dir}")
-        counts = {s: sum(r.state == s for r in result.runs) for s in ("new", "resume", "reuse")}
-        print(f"{counts['new']} to run, {counts['resume']} to resume (unfinished), {counts['reuse']} reused")
+        counts = {s: sum(r.state == s for r in result.runs) for s in ("new", "resume", "reuse", "adopt")}
+        print(
+            f"{counts['new']} to run, {counts['resume']} to resume (unfinished), {counts['reuse']} reused, "
+            f"{counts['adopt']} to copy from reuse_from"
+        )
         return 0
     print(result.markdown)
     print("written: " + ", ".join(str(p) for p in result.paths))

@@ -23,7 +23,7 @@ from clift.pooling import check_poolable
 from clift.results import RESULTS_FILE, RunRecord
 from clift.suite.aggregation import aggregate, budget_groups, paired_by_budget
 from clift.suite.markdown import format_markdown, suite_meta
-from clift.suite.planning import plan, read_results
+from clift.suite.planning import adopt_finished, plan, read_results
 from clift.suite.schema import Suite, SuiteRun, json_normal, load_suite, order_dir
 
 log = logging.getLogger("clift")
@@ -194,6 +194,8 @@ def run_suite(
         raise ConfigError(f"isolation: got {isolation!r}; allowed: 'process', 'inline'.")
     suite = load_suite(config, overrides)
     runs = plan(suite.runs())
+    if suite.reuse_from and not report_only:
+        adopt_finished(runs, suite.reuse_from, copy=not dry_run)
     if command is None:
         where = str(suite.source) if suite.source is not None else "<suite mapping>"
         command = shlex.join(["clift", "compare", where, *overrides])

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from clift.config import upgrade_config
 from clift.errors import DataError, ResumeError
 from clift.results import RESULTS_FILE, RunRecord
 from clift.suite.schema import SuiteRun, json_normal
+
+log = logging.getLogger("clift")
 
 
 def read_results(run_dir: Path) -> RunRecord | None:
@@ -57,3 +62,43 @@ def plan(runs: list[SuiteRun]) -> list[SuiteRun]:
             "another output_dir, or restore the settings:\n" + "\n".join(f"  - {c}" for c in conflicts)
         )
     return runs
+
+
+def adopt_finished(runs: list[SuiteRun], sources: Sequence[Path], copy: bool = True) -> list[SuiteRun]:
+    """Take each ``new`` run from another suite's output folder when that folder already holds it.
+
+    A budget sweep's run at the main suite's budget, for example, is the main suite's run: same resolved
+    config (by the runner's resume rule), only another folder. For every run planned ``new`` this looks
+    at ``<source>/<entry label>/<o…-s…>`` and ``<source>/<label>/<o…-s…>``; a complete run there with the
+    same config is copied into the run's own folder (state ``reuse``), so the suite's folder stays
+    self-contained. With ``copy=False`` (a dry run) such runs are only marked ``adopt``.
+    """
+    from clift.runner import config_diff
+
+    for run in runs:
+        if run.state != "new":
+            continue
+        for source in sources:
+            found = _matching_run(source, run, config_diff)
+            if found is None:
+                continue
+            if copy:
+                shutil.copytree(found, run.run_dir, dirs_exist_ok=True)
+                log.info("%s %s: copied from %s (same config)", run.label, run.run_dir.name, found)
+            run.state = "reuse" if copy else "adopt"
+            break
+    return runs
+
+
+def _matching_run(source: Path, run: SuiteRun, config_diff: Callable[..., list[str]]) -> Path | None:
+    """The folder under ``source`` holding a complete run with ``run``'s resolved config, if any."""
+    for label in dict.fromkeys([run.entry or run.label, run.label]):
+        candidate = source / label / run.run_dir.name
+        if candidate.resolve() == run.run_dir.resolve():
+            continue
+        found = read_results(candidate)
+        if found is None or not found.complete:
+            continue
+        if not config_diff(json_normal(upgrade_config(found.config)), run.resolved):
+            return candidate
+    return None

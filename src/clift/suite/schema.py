@@ -16,7 +16,18 @@ from clift.errors import ConfigError
 from clift.results import _clean
 
 #: top-level keys of a suite file
-SUITE_KEYS = ("name", "base", "method_defaults", "methods", "orders", "seeds", "budgets", "output_dir", "reference")
+SUITE_KEYS = (
+    "name",
+    "base",
+    "method_defaults",
+    "methods",
+    "orders",
+    "seeds",
+    "budgets",
+    "output_dir",
+    "reference",
+    "reuse_from",
+)
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ORDER_RE = re.compile(r"^(?:o|order)?[_-]?(\d+)$")
@@ -85,6 +96,9 @@ class Suite:
             ``seq_lora``; ``null`` for no comparison).
         budgets: training examples per task to sweep (``budgets:`` in the file), or None. Each method entry
             then runs once per budget, as the row ``<label>-n<budget>`` with ``data.train_per_task`` set.
+        reuse_from: output folders of other suites (``reuse_from:``); a run this suite would start is
+            copied from ``<folder>/<entry label>/<o…-s…>`` instead when a complete run with the same
+            resolved config is there (:func:`clift.suite.planning.adopt_finished`).
     """
 
     name: str
@@ -97,6 +111,7 @@ class Suite:
     raw: dict[str, Any] = field(default_factory=dict)
     references: tuple[str, ...] = ("seq_lora",)
     budgets: list[int] | None = None
+    reuse_from: tuple[Path, ...] = ()
 
     def runs(self) -> list[SuiteRun]:
         """Every (method, budget, order, seed) run, methods outermost, each validated into its config.
@@ -350,6 +365,20 @@ def _budgets(
     return list(values)
 
 
+def _reuse_from(value: Any, problems: list[str]) -> tuple[Path, ...]:
+    """``reuse_from:`` as a tuple of folders: one path, a list of paths, or nothing."""
+    if value is None:
+        return ()
+    given = [value] if isinstance(value, str) else value
+    if not isinstance(given, list) or not all(isinstance(v, str) and v for v in given):
+        problems.append(
+            f"suite.reuse_from: got {value!r}; give the output_dir of another suite (e.g. runs/suite/learnable) "
+            "or a list of them."
+        )
+        return ()
+    return tuple(Path(v) for v in given)
+
+
 def _references(value: Any, problems: list[str]) -> tuple[str, ...]:
     """``reference:`` as a tuple of labels: one label, a list of labels, or null (no paired table)."""
     if value is None:
@@ -391,6 +420,7 @@ def load_suite(config: str | Path | Mapping[str, Any], overrides: Sequence[str] 
     name = str(raw.get("name") or (source.stem if source is not None else "suite"))
     output_dir = Path(str(raw.get("output_dir") or Path("runs") / "suite" / name))
     references = _references(raw.get("reference", "seq_lora"), problems)
+    reuse_from = _reuse_from(raw.get("reuse_from"), problems)
     if budgets and methods:
         labels = [m.label for m in methods]
         clashes = sorted({budget_label(m, b) for m in labels for b in budgets} & set(labels))
@@ -398,6 +428,6 @@ def load_suite(config: str | Path | Mapping[str, Any], overrides: Sequence[str] 
             problems.append(f"suite.methods: label {clashes[0]!r} is also the name of a budget row; rename that entry.")
     if problems:
         raise ConfigError(problems)
-    suite = Suite(name, base, methods, orders, seeds, output_dir, source, raw, references, budgets)
+    suite = Suite(name, base, methods, orders, seeds, output_dir, source, raw, references, budgets, reuse_from)
     suite.runs()  # validates every run config now, before anything is run
     return suite
