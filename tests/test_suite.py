@@ -24,6 +24,7 @@ from clift.suite import (
     peak_memory_mb,
     run_suite,
 )
+from clift.suite.markdown import suite_meta
 from tests.conftest import fake_results, tiny_suite
 
 TABLE_HEAD = [
@@ -351,4 +352,21 @@ def test_a_bad_reference_is_refused_naming_the_value(tmp_path, value):
     spec = tiny_suite(tmp_path / "suite", ["seq_lora"])
     spec["reference"] = value
     with pytest.raises(ConfigError, match=r"suite\.reference"):
+        load_suite(spec)
+
+
+def test_an_entry_can_run_more_seeds_than_the_suite(tmp_path):
+    spec = tiny_suite(tmp_path / "s", ["seq_lora", {"name": "inc_lora", "seeds": [1, 2, 3]}], seeds=[1, 2])
+    suite = load_suite(spec)
+    assert [(r.label, r.seed) for r in suite.runs()] == [
+        ("seq_lora", 1),
+        ("seq_lora", 2),
+        ("inc_lora", 1),
+        ("inc_lora", 2),
+        ("inc_lora", 3),
+    ]
+    assert suite.methods[1].overrides == {}  # `seeds` is the entry's, not a method field
+    assert suite_meta(suite)["seeds"] == "1, 2 (inc_lora: 1, 2, 3)"
+    spec["methods"][1]["seeds"] = [1, "x"]
+    with pytest.raises(ConfigError, match=r"suite\.methods\[1\]\.seeds: 'x' is not an integer"):
         load_suite(spec)

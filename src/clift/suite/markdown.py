@@ -22,12 +22,18 @@ def suite_meta(suite: Suite) -> dict[str, Any]:
         "model": model_name or "smollm2-135m (default)",
         "benchmark": data.get("benchmark", "fixture (default)"),
         "orders": ", ".join(suite.orders),
-        "seeds": ", ".join(str(s) for s in suite.seeds),
+        "seeds": ", ".join(str(s) for s in suite.seeds) + _own_seeds(suite),
         "budget": ", ".join(f"{k}={v}" for k, v in budget.items()) or None,
         "eval": ev.get("mode"),
         **_metric_fact(data),
         "references": list(suite.references),
     }
+
+
+def _own_seeds(suite: Suite) -> str:
+    """`` (deal-retention: 42, 43, 44)`` for entries with their own ``seeds``; empty when none has."""
+    own = [f"{m.label}: {', '.join(map(str, m.seeds))}" for m in suite.methods if m.seeds]
+    return f" ({'; '.join(own)})" if own else ""
 
 
 def _metric_fact(data: dict[str, Any]) -> dict[str, str]:

@@ -42,12 +42,14 @@ class SuiteMethod:
         name: the registered method name.
         overrides: the method's own config keys (``method_defaults`` already merged in).
         run: run-config sections for this entry only, deep-merged over ``base`` (``{train: {lr: 1e-5}}``).
+        seeds: this entry's own seeds (``seeds:`` in the entry), replacing the suite's; None: the suite's.
     """
 
     label: str
     name: str
     overrides: dict[str, Any] = field(default_factory=dict)
     run: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] | None = None
 
 
 @dataclass
@@ -124,7 +126,7 @@ class Suite:
             for budget in self.budgets or [None]:
                 label = m.label if budget is None else budget_label(m.label, budget)
                 for order in self.orders:
-                    for seed in self.seeds:
+                    for seed in m.seeds or self.seeds:
                         try:
                             out.append(self._run(m, label, budget, order, seed))
                         except ConfigError as err:
@@ -254,6 +256,8 @@ def _method_entry(
     name = entry.pop("name")
     label = str(entry.pop("label", name))
     run_over = entry.pop("run", None) or {}
+    seeds = _seeds(entry, None, problems, f"{where}.seeds") if "seeds" in entry else None
+    entry.pop("seeds", None)
     if not isinstance(run_over, dict) or "method" in run_over:
         problems.append(
             f"{where}.run: got {run_over!r}; expected a mapping of run-config sections for this entry "
@@ -268,7 +272,7 @@ def _method_entry(
         return None
     merged = {k: v for k, v in defaults.items() if k in fields_of(name)}
     merged.update(entry)
-    return SuiteMethod(label, name, merged, run_over)
+    return SuiteMethod(label, name, merged, run_over, seeds)
 
 
 def _methods(raw: Mapping[str, Any], problems: list[str]) -> list[SuiteMethod]:
@@ -321,19 +325,19 @@ def _orders(raw: Mapping[str, Any], base: Mapping[str, Any], problems: list[str]
     return orders
 
 
-def _seeds(raw: Mapping[str, Any], base_seed: Any, problems: list[str]) -> list[int]:
+def _seeds(raw: Mapping[str, Any], base_seed: Any, problems: list[str], where: str = "suite.seeds") -> list[int]:
     seeds_raw = raw.get("seeds", [base_seed])
     seeds: list[int] = []
     if not isinstance(seeds_raw, list) or not seeds_raw:
-        problems.append(f"suite.seeds: got {seeds_raw!r}; expected a non-empty list of integers, e.g. [42].")
+        problems.append(f"{where}: got {seeds_raw!r}; expected a non-empty list of integers, e.g. [42].")
         return seeds
     for s in seeds_raw:
         if isinstance(s, bool) or not isinstance(s, int):
-            problems.append(f"suite.seeds: {s!r} is not an integer; seeds must be integers, e.g. [1, 2, 3].")
+            problems.append(f"{where}: {s!r} is not an integer; seeds must be integers, e.g. [1, 2, 3].")
         else:
             seeds.append(s)
     if len(set(seeds)) != len(seeds):
-        problems.append(f"suite.seeds: {seeds_raw!r} lists a seed twice.")
+        problems.append(f"{where}: {seeds_raw!r} lists a seed twice.")
     return seeds
 
 
