@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from clift.adapters import lora_layers
-from clift.config import ModelConfig, TrainConfig
+from clift.config import ModelConfig, RunConfig, TrainConfig
 from clift.data.collate import PromptEncoder, TrainCollator
 from clift.data.task import Example, Stream, Task
 from clift.methods import ContinualMethod, MethodContext, Stage, build_method, build_method_config
@@ -111,6 +111,19 @@ def tiny_config(
         else:
             cfg[key] = value
     return cfg
+
+
+def two_tasks() -> Stream:
+    """The first two fixture tasks (sentiment, then topic)."""
+    return fixture_stream(names=["toysent", "toytopic"])
+
+
+def run_method(cfg: dict[str, Any], stream: Stream) -> tuple[Any, Any]:
+    """Run ``cfg`` on ``stream``; ``(RunResult, the runner's method object)``."""
+    from clift.runner import Runner
+
+    runner = Runner(RunConfig.from_dict(cfg), stream=stream)
+    return runner.run(), runner.method
 
 
 @pytest.fixture

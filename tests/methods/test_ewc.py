@@ -12,16 +12,8 @@ from clift.methods import build_method, build_method_config
 from clift.methods.ewc import EWC, ewc_penalty
 from clift.runner import Runner
 
-from ..conftest import fixture_stream, tiny_config
-
-
-def two_tasks():
-    return fixture_stream(names=["toysent", "toytopic"])
-
-
-def _run(cfg, stream):
-    runner = Runner(RunConfig.from_dict(cfg), stream=stream)
-    return runner.run(), runner.method
+from ..conftest import fixture_stream, tiny_config, two_tasks
+from ..conftest import run_method as _run
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,8 @@ from clift.methods.base import Stage
 from clift.methods.lwf import LwF, answer_mask, distillation_loss
 from clift.runner import Runner
 
-from ..conftest import fixture_stream, tiny_config
-
-
-def two_tasks():
-    return fixture_stream(names=["toysent", "toytopic"])
-
-
-def _run(cfg, stream):
-    runner = Runner(RunConfig.from_dict(cfg), stream=stream)
-    return runner.run(), runner.method
+from ..conftest import run_method as _run
+from ..conftest import tiny_config, two_tasks
 
 
 def test_weight_zero_equals_seq_lora_exactly(tmp_path):

@@ -14,16 +14,8 @@ from clift.methods.olora import OLoRA, l2_penalty, orthogonality_penalty
 from clift.models import load_model
 from clift.runner import Runner
 
-from ..conftest import fixture_stream, tiny_config
-
-
-def two_tasks():
-    return fixture_stream(names=["toysent", "toytopic"])
-
-
-def _run(cfg, stream):
-    runner = Runner(RunConfig.from_dict(cfg), stream=stream)
-    return runner.run(), runner.method
+from ..conftest import fixture_stream, tiny_config, two_tasks
+from ..conftest import run_method as _run
 
 
 def _rows(d: int, rows: range) -> torch.Tensor:

@@ -5,23 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clift.config import RunConfig
 from clift.data.collate import TrainCollator
 from clift.errors import ConfigError, MethodStateError
 from clift.methods import build_method, build_method_config
 from clift.methods.replay import Replay, select_memory
-from clift.runner import Runner
 
 from ..conftest import fixture_stream, tiny_config
-
-
-def two_tasks():
-    return fixture_stream(names=["toysent", "toytopic"])
-
-
-def _run(cfg, stream):
-    runner = Runner(RunConfig.from_dict(cfg), stream=stream)
-    return runner.run(), runner.method
+from ..conftest import run_method as _run
 
 
 @pytest.fixture(scope="module")
