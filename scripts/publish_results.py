@@ -9,7 +9,8 @@ in README.md: ``<!-- results:<suite> -->`` … ``<!-- /results:<suite> -->`` wit
 computed here that the runs did not write, so the README tables are generated from the committed files.
 
     python scripts/publish_results.py configs/suite/standard-proxy.yaml
-    python scripts/publish_results.py configs/suite/learnable.yaml --claims docs/paper-claims.yaml  # + the reading
+    python scripts/publish_results.py configs/suite/learnable.yaml configs/suite/learnable-budgets.yaml \
+        --claims docs/paper-claims.yaml       # several suites, then the papers' claims read off the first
 """
 
 from __future__ import annotations
@@ -118,19 +119,24 @@ def publish(suite_file: Path, overrides: list[str], readme: Path = ROOT / "READM
     return dest
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("suite", type=Path)
-    parser.add_argument("overrides", nargs="*", help="suite overrides, e.g. orders=[1]")
     parser.add_argument(
-        "--claims", type=Path, help="then read the papers' claims off the published runs (docs/paper-claims.yaml)"
+        "suites", nargs="+", help="suite files, then overrides applied to each (dotted.key=value, e.g. orders=[1])"
     )
-    args = parser.parse_args()
-    dest = publish(args.suite, args.overrides)
-    print(f"published to {dest}")
+    parser.add_argument(
+        "--claims", type=Path, help="then read the papers' claims off the first suite's runs (docs/paper-claims.yaml)"
+    )
+    args = parser.parse_args(argv)
+    overrides = [a for a in args.suites if "=" in a]  # an override is always key=value; a path never needs '='
+    suites = [Path(a) for a in args.suites if "=" not in a]
+    if not suites:
+        parser.error("give at least one suite file")
+    published = [publish(suite, overrides) for suite in suites]
+    print("published to " + ", ".join(str(d) for d in published))
     if args.claims is not None:
         claims = load_script_module("paper_claims")
-        print(f"written {claims.publish(args.claims, dest.name)}")
+        print(f"written {claims.publish(args.claims, published[0].name, root=ROOT, readme=ROOT / 'README.md')}")
     return 0
 
 

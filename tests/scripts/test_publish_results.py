@@ -80,6 +80,30 @@ def test_publish_copies_finished_runs_and_writes_portable_files(tmp_path: Path, 
         assert str(tmp_path) not in (dest / name).read_text(), name
 
 
-def test_publish_can_hand_over_to_the_claims_script() -> None:
-    claims = _load().load_script_module("paper_claims")
-    assert callable(claims.publish) and claims.MARKER == "claims"
+def test_one_command_publishes_several_suites_then_the_claims(tmp_path: Path, monkeypatch) -> None:
+    pub = _load()
+    repo = tmp_path / "repo"
+    monkeypatch.setattr(pub, "ROOT", repo)
+    files = []
+    for name, aa in (("a", 40.0), ("b", 50.0)):
+        spec = _tiny_suite(tmp_path / "runs" / name, ["seq_lora", "inc_lora"], name=name)
+        spec["base"]["data"].pop("tasks")
+        for run in load_suite(spec).runs():
+            run.run_dir.mkdir(parents=True)
+            metrics = {"aa": aa + (5.0 if run.label == "inc_lora" else 0.0), "bwt": -1.0}
+            res = fake_results(run.method, metrics, config=run.resolved, zero_shot=[25.0])
+            (run.run_dir / "results.json").write_text(json.dumps(res), encoding="utf-8")
+        files.append(repo / "configs" / f"{name}.yaml")
+        files[-1].parent.mkdir(parents=True, exist_ok=True)
+        files[-1].write_text(yaml.safe_dump(spec), encoding="utf-8")
+    claims = repo / "claims.yaml"
+    test = {"kind": "paired", "method": "inc_lora", "reference": "seq_lora", "metric": "aa", "expect": "higher"}
+    claims.write_text(yaml.safe_dump({"suite": "x", "claims": [{"paper": "P", "claim": "c", "test": test}]}))
+    (repo / "README.md").write_text("<!-- claims:a -->\n<!-- /claims:a -->\n", encoding="utf-8")
+
+    assert pub.main([str(files[0]), str(files[1]), "seeds=[1]", "--claims", str(claims)]) == 0
+
+    assert (repo / "results" / "a" / "suite.md").is_file() and (repo / "results" / "b" / "suite.md").is_file()
+    # the claims are read off the first suite (one pair: a difference without an interval)
+    assert "| P | c | inc_lora − seq_lora, AA (a) | 1 | +5.0 | not resolved |" in (repo / "README.md").read_text()
+    assert (repo / "results" / "a" / "claims.md").is_file()
