@@ -95,3 +95,12 @@ def test_a_suite_evaluates_the_base_model_once_per_task(tmp_path):
         ("inc_lora", 2): ["toysent", "toytopic"],
     }
     assert len(list((tmp_path / "suite" / ".zero-shot").glob("*.json"))) == 4
+
+
+def test_an_unwritable_cache_only_warns(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cache = ZeroShotCache(blocker / "zs")  # a folder cannot be made under a file
+    with caplog.at_level(logging.WARNING):
+        assert cache.put("k", TaskEval(1.0, 1), "toy") is None
+    assert "cannot be written" in caplog.text

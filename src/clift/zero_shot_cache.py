@@ -133,6 +133,13 @@ class ZeroShotCache:
             log.warning("zero-shot cache entry %s is unreadable (%s); evaluating again", path, err)
             return None
 
-    def put(self, key: str, evaluation: TaskEval, task: str) -> Path:
-        """Store ``evaluation`` under ``key`` (atomic write); ``task`` names it for a reader of the file."""
-        return atomic_write_json(self._path(key), {"key": key, "task": task, "eval": asdict(evaluation)})
+    def put(self, key: str, evaluation: TaskEval, task: str) -> Path | None:
+        """Store ``evaluation`` under ``key`` (atomic write); ``task`` names it for a reader of the file.
+
+        A cache that cannot be written costs only the saving: the run goes on, with a warning.
+        """
+        try:
+            return atomic_write_json(self._path(key), {"key": key, "task": task, "eval": asdict(evaluation)})
+        except OSError as err:
+            log.warning("zero-shot cache %s cannot be written (%s); the run goes on without it", self.directory, err)
+            return None
