@@ -28,6 +28,7 @@ from torch import nn
 from clift.data.task import Example, Task
 from clift.evaluation import TaskEval
 from clift.io import atomic_write_json
+from clift.results import library_versions
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,10 @@ def evaluation_context(
     Returns:
         A JSON-able mapping; :func:`task_key` hashes it with the task.
     """
-    from clift import __version__
-
     return {
         "format": CACHE_FORMAT,
-        "clift": __version__,
+        # clift's and its libraries' versions: a new transformers may decode differently
+        "versions": library_versions(),
         "model": json.loads(json.dumps(asdict(config.model), default=str)),
         "weights": weights_digest(model),
         "tokenizer": tokenizer_digest(tokenizer),
