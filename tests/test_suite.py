@@ -345,6 +345,8 @@ def test_a_suite_pairs_against_each_of_several_references(tmp_path):
     assert md.index("| method − seq_lora |") < md.index("| method − inc_lora |")
     # a reference with no finished runs is said, not silently dropped
     assert "No paired differences against `replay`: it has no finished runs in this table." in md
+    alone = run_suite({**spec, "methods": ["seq_lora"]}, report_only=True, isolation="inline").markdown
+    assert "No paired differences against `seq_lora`: no other row has a run to pair with it in this table." in alone
 
 
 @pytest.mark.parametrize("value", [3, [], ["seq_lora", 1], ["seq_lora", "seq_lora"]])

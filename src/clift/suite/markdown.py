@@ -125,16 +125,19 @@ def _threads(count: int | None) -> str:
     return "unrecorded" if count is None else f"{count} thread" + ("" if count == 1 else "s")
 
 
-def _paired_sections(paired: Sequence[Mapping[str, Any]], references: Sequence[str]) -> list[str]:
-    """One paired-difference table per reference (in ``references`` order), and a line for a reference that
-    has no finished runs to pair with."""
+def _paired_sections(
+    paired: Sequence[Mapping[str, Any]], references: Sequence[str], labels: Sequence[str] = ()
+) -> list[str]:
+    """One paired-difference table per reference (in ``references`` order), and a line for a reference with
+    nothing to pair: no finished runs of its own (not among ``labels``, the table's rows), or no other row."""
     out: list[str] = []
     # a budget sweep pairs each row with the reference entry's row at the same budget
     entry = [str(p.get("reference_entry") or p["reference"]) for p in paired]
     for against in dict.fromkeys([*references, *entry]):
         rows = [p for p, e in zip(paired, entry, strict=True) if e == against]
         if not rows:
-            out += ["", f"No paired differences against `{against}`: it has no finished runs in this table.", ""]
+            why = "no other row has a run to pair with it" if against in labels else "it has no finished runs"
+            out += ["", f"No paired differences against `{against}`: {why} in this table."]
             continue
         swept = any(p.get("budget") is not None for p in rows)
         shown = f"`{against}`" + (" at the same budget" if swept else "")
@@ -144,9 +147,8 @@ def _paired_sections(paired: Sequence[Mapping[str, Any]], references: Sequence[s
             "mean difference [95 % t-interval]; **bold ✓** where the interval excludes 0 (a resolved difference).",
             "",
             format_paired(rows),
-            "",
         ]
-    return out
+    return [*out, ""] if out else out
 
 
 def format_markdown(
@@ -195,7 +197,7 @@ def format_markdown(
             "",
             format_budgets(rows, "bwt"),
         ]
-    out += _paired_sections(paired, meta.get("references") or [])
+    out += _paired_sections(paired, meta.get("references") or [], [str(r["label"]) for r in rows])
     missing = meta.get("missing") or []
     if missing:
         out.append(f"Not finished (left out of the table): {', '.join(missing)}.")
