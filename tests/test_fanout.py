@@ -135,3 +135,23 @@ def test_jobs_shares_the_cores_out_and_maps_to_the_local_launcher():
     fanout.add_flags(p)
     args = p.parse_args(["suite.yaml", "--jobs", "2", "--plan"])
     assert args.jobs == 2
+
+
+def test_single_runs_share_the_suite_zero_shot_cache_and_reuse_from(tmp_path):
+    suite = _suite(tmp_path, ["seq_lora", "inc_lora"])
+    for wanted in ("seq_lora/o1-s1", "inc_lora/o1-s1"):
+        assert main(["compare", str(suite), "--run", wanted]) == 0
+    timings = [
+        json.loads((tmp_path / "out" / m / "o1-s1" / "results.json").read_text())["timings"]
+        for m in ("seq_lora", "inc_lora")
+    ]
+    assert timings[0]["zero_shot_reused"] == [] and timings[1]["zero_shot_reused"] == ["toysent"]
+    # another suite naming this one in reuse_from copies the finished run instead of training it
+    spec = yaml.safe_load(suite.read_text())
+    other = tmp_path / "other.yaml"
+    other.write_text(
+        yaml.safe_dump({**spec, "output_dir": str(tmp_path / "out2"), "reuse_from": str(tmp_path / "out")})
+    )
+    assert main(["compare", str(other), "--run", "seq_lora/o1-s1"]) == 0
+    copied = tmp_path / "out2" / "seq_lora" / "o1-s1" / "results.json"
+    assert copied.read_bytes() == (tmp_path / "out" / "seq_lora" / "o1-s1" / "results.json").read_bytes()

@@ -76,17 +76,19 @@ def run_one(config: str, overrides: list[str], wanted: str) -> int:
         ConfigError: no run of the suite has that id.
     """
     from clift.runner import run as run_config
-    from clift.suite.planning import plan  # the submodules: clift.suite's __init__ imports this module
-    from clift.suite.schema import load_suite
+    from clift.suite.planning import adopt_finished, plan  # the submodules: clift.suite's __init__ imports us
+    from clift.suite.schema import ZERO_SHOT_CACHE, load_suite
 
-    runs = plan(load_suite(config, overrides).runs())
+    suite = load_suite(config, overrides)
+    runs = plan(suite.runs())
     match = [r for r in runs if run_id(r) == wanted]
     if not match:
         raise ConfigError(
             f"--run {wanted!r} is not a run of this suite; ids look like {run_id(runs[0])!r} (see --plan)."
         )
+    adopt_finished(match, suite.reuse_from)  # as the whole suite would: copy an identical finished run
     if match[0].state != "reuse":
-        run_config(match[0].config)
+        run_config(match[0].config, zero_shot_cache=suite.output_dir / ZERO_SHOT_CACHE)
     return 0
 
 

@@ -24,7 +24,7 @@ from clift.results import RESULTS_FILE, RunRecord
 from clift.suite.aggregation import aggregate, budget_groups, paired_by_budget
 from clift.suite.markdown import format_markdown, suite_meta
 from clift.suite.planning import adopt_finished, plan, read_results
-from clift.suite.schema import Suite, SuiteRun, json_normal, load_suite, order_dir
+from clift.suite.schema import ZERO_SHOT_CACHE, Suite, SuiteRun, json_normal, load_suite, order_dir
 
 log = logging.getLogger("clift")
 
@@ -32,8 +32,6 @@ SUITE_MD = "suite.md"
 SUITE_JSON = "suite.json"
 #: the data-efficiency figure of a suite with ``budgets``
 BUDGET_CURVE = "budget_curve.png"
-#: the suite's shared zero-shot evaluations (:mod:`clift.zero_shot_cache`), under its output_dir
-ZERO_SHOT_CACHE = ".zero-shot"
 
 Isolation = Literal["process", "inline"]
 

@@ -29,6 +29,9 @@ SUITE_KEYS = (
     "reuse_from",
 )
 
+#: the suite's shared zero-shot evaluations (:mod:`clift.zero_shot_cache`), under its output_dir
+ZERO_SHOT_CACHE = ".zero-shot"
+
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ORDER_RE = re.compile(r"^(?:o|order)?[_-]?(\d+)$")
 
