@@ -37,6 +37,7 @@ from clift.errors import ConfigError
 from clift.io import atomic_write_text, replace_marked_block
 from clift.results import read_record
 from clift.stats import paired_differences, ratio_of_means
+from clift.suite.aggregation import pair_key
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = {
@@ -88,15 +89,14 @@ def verdict(low: float | None, high: float | None, bound: float, side: str) -> s
     return "supported" if high < bound else "contradicted" if low > bound else "not resolved"
 
 
-def suite_metrics(runs_dir: Path, metric: str) -> dict[str, dict[tuple[str, int], float]]:
+def suite_metrics(runs_dir: Path, metric: str) -> dict[str, dict[tuple[str, Any], float]]:
     """``{label: {(order, seed): metric}}`` of every complete run under ``runs_dir/<label>/<o…-s…>/``."""
-    out: dict[str, dict[tuple[str, int], float]] = {}
+    out: dict[str, dict[tuple[str, Any], float]] = {}
     for results in sorted(runs_dir.glob("*/*/results.json")):
         record = read_record(results.parent)
         value = record.metrics.get(metric)
         if record.complete and value is not None:
-            key = (record.run.stream.rsplit("/", 1)[-1], int(record.run.seed))
-            out.setdefault(results.parent.parent.name, {})[key] = float(value)
+            out.setdefault(results.parent.parent.name, {})[pair_key(record)] = float(value)
     return out
 
 

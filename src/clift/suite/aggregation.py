@@ -128,7 +128,7 @@ def aggregate(
 PAIRED_METRICS = ("aa", "bwt", "forgetting")
 
 
-def _pair_key(record: RunRecord) -> tuple[str, Any]:
+def pair_key(record: RunRecord) -> tuple[str, Any]:
     """(order, seed) of a run: the unit over which two methods are paired."""
     return record.run.stream.rsplit("/", 1)[-1], record.run.seed
 
@@ -149,7 +149,7 @@ def paired_rows(
     records = [as_record(r) for r in results]
     by_label: dict[str, dict[tuple[str, Any], RunRecord]] = {}
     for label, rec in zip(labels, records, strict=True):
-        by_label.setdefault(label, {})[_pair_key(rec)] = rec
+        by_label.setdefault(label, {})[pair_key(rec)] = rec
     if reference not in by_label:
         return []
     ref = by_label[reference]
