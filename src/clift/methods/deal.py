@@ -64,8 +64,10 @@ class DEALConfig(FrozenAdapterFields, LoraFields, MethodConfig):
         widths: the fixed width series ``s_j`` (std of each Gaussian, in units of σ/σ_max); the bank has
             ``len(widths) * num_centres`` kernels. Default [0.1, 0.3, 1.0].
         mlp_hidden: hidden width of the residual update MLP; null = r. Default null.
-        lambda1: weight of ``‖θ1‖_a^a`` (retention kernels). Default 0.01.
-        lambda2: weight of ``‖θ2‖_b^b`` (update MLP). Default 0.001.
+        lambda1: weight of ``‖θ1‖_a^a`` (retention kernels); null = the structure's default
+            (:attr:`STRUCTURE_DEFAULTS`: paper 0.01). Default null.
+        lambda2: weight of ``‖θ2‖_b^b`` (update MLP); null = the structure's default (paper 0.001).
+            Default null.
         a: order of the retention penalty; must be >= b. Default 10.
         b: order of the update penalty; must be >= 1. Default 2.
         module_lr: learning rate of θ1/θ2; null = ``train.lr``. Default null.
@@ -73,7 +75,13 @@ class DEALConfig(FrozenAdapterFields, LoraFields, MethodConfig):
             ``retention`` (from task 2 on the previous factors are frozen and only θ1/θ2 change them; a
             fresh LoRA per task learns the new task). Default paper.
         anchor: ``μ`` of ``μ ‖B'A' − B_prev A_prev‖²_F``, the change of the previous tasks' LoRA product
-            over the task (Gram form, never a d×d product); 0 switches it off. Default 0.
+            over the task (Gram form, never a d×d product); 0 switches it off; null = the structure's
+            default (paper 0). Default null.
+
+    The structure's defaults of ``lambda1``, ``lambda2`` and ``anchor`` (:attr:`STRUCTURE_DEFAULTS`) are the
+    paper's values under ``paper``; under ``retention`` they were chosen on the dev split
+    (``configs/suite/deal-dev.yaml``, docs/methods/deal.md). A value given explicitly always wins, and the
+    run's ``config.yaml`` records the resolved numbers.
         frozen_adapters: under ``structure: retention`` only: ``fused`` (default) computes the earlier
             adapters as one concatenated LoRA per layer that reads the new adapter's dropped-out input
             (their re-parametrised factors read afresh in every forward, so θ1/θ2 get their gradient
@@ -82,6 +90,11 @@ class DEALConfig(FrozenAdapterFields, LoraFields, MethodConfig):
     """
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = DEAL_PRESETS
+    #: what ``lambda1`` / ``lambda2`` / ``anchor`` left null become, per structure
+    STRUCTURE_DEFAULTS: ClassVar[dict[str, dict[str, float]]] = {
+        "paper": {"lambda1": 0.01, "lambda2": 0.001, "anchor": 0.0},
+        "retention": {"lambda1": 0.01, "lambda2": 0.001, "anchor": 1.0},
+    }
 
     factors: Literal["both", "a"] = field(
         default="both", metadata={"help": "factors with DEAL modules: both (A and B) | a (A only)"}
@@ -95,8 +108,12 @@ class DEALConfig(FrozenAdapterFields, LoraFields, MethodConfig):
         metadata={"help": "fixed kernel widths (std, in units of sigma/sigma_max)"},
     )
     mlp_hidden: int | None = field(default=None, metadata={"help": "update MLP hidden width (null: r)"})
-    lambda1: float = field(default=0.01, metadata={"help": "weight of the retention penalty ||θ1||_a^a"})
-    lambda2: float = field(default=0.001, metadata={"help": "weight of the update penalty ||θ2||_b^b"})
+    lambda1: float | None = field(
+        default=None, metadata={"help": "weight of the retention penalty ||θ1||_a^a (null: the structure's default)"}
+    )
+    lambda2: float | None = field(
+        default=None, metadata={"help": "weight of the update penalty ||θ2||_b^b (null: the structure's default)"}
+    )
     a: float = field(default=10.0, metadata={"help": "order of the retention penalty (a >= b)"})
     b: float = field(default=2.0, metadata={"help": "order of the update penalty (b >= 1)"})
     module_lr: float | None = field(default=None, metadata={"help": "lr of θ1/θ2 (null: train.lr)"})
@@ -104,7 +121,16 @@ class DEALConfig(FrozenAdapterFields, LoraFields, MethodConfig):
         default="paper",
         metadata={"help": "paper (modules on the one trained LoRA) | retention (modules on frozen old factors)"},
     )
-    anchor: float = field(default=0.0, metadata={"help": "μ of μ||B'A' - B_prev A_prev||_F^2 (0: off)"})
+    anchor: float | None = field(
+        default=None, metadata={"help": "μ of μ||B'A' - B_prev A_prev||_F^2 (0: off; null: the structure's default)"}
+    )
+
+    def __post_init__(self) -> None:
+        # resolved before validation, so every later reader (and config.yaml) sees numbers
+        for key, value in self.STRUCTURE_DEFAULTS.get(self.structure, {}).items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        super().__post_init__()
 
     def problems(self) -> list[str]:
         p = self.lora_problems()
