@@ -76,17 +76,17 @@ class DEALConfig(FrozenAdapterFields, LoraFields, MethodConfig):
             fresh LoRA per task learns the new task). Default paper.
         anchor: ``μ`` of ``μ ‖B'A' − B_prev A_prev‖²_F``, the change of the previous tasks' LoRA product
             over the task (Gram form, never a d×d product); 0 switches it off; null = the structure's
-            default (paper 0). Default null.
-
-    The structure's defaults of ``lambda1``, ``lambda2`` and ``anchor`` (:attr:`STRUCTURE_DEFAULTS`) are the
-    paper's values under ``paper``; under ``retention`` they were chosen on the dev split
-    (``configs/suite/deal-dev.yaml``, docs/methods/deal.md). A value given explicitly always wins, and the
-    run's ``config.yaml`` records the resolved numbers.
+            default (paper 0, retention 1). Default null.
         frozen_adapters: under ``structure: retention`` only: ``fused`` (default) computes the earlier
             adapters as one concatenated LoRA per layer that reads the new adapter's dropped-out input
             (their re-parametrised factors read afresh in every forward, so θ1/θ2 get their gradient
             through it; cost flat in the number of tasks), ``separate`` uses PEFT's loop (one dropout
             mask and one matmul pair per earlier adapter). See :class:`clift.fused_lora.FrozenAdapterFields`.
+
+    The structure's defaults of ``lambda1``, ``lambda2`` and ``anchor`` (:attr:`STRUCTURE_DEFAULTS`) are the
+    paper's values under ``paper``; under ``retention`` they were chosen on the dev split
+    (``configs/suite/deal-dev.yaml``, docs/methods/deal.md). A value given explicitly always wins, and the
+    run's ``config.yaml`` records the resolved numbers.
     """
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = DEAL_PRESETS
