@@ -4,7 +4,8 @@ Each claim in the claims file (``docs/paper-claims.yaml``) names how our setting
 
 * ``paired``: ``method − reference`` on ``metric`` (aa, bwt, fwt, forgetting), paired over the same
   (order, seed) in a published suite's runs (``results/<suite>/runs``: the file's ``suite:``, or
-  ``--suite``, unless the test names its own ``suite``, as a budget sweep's does); the paper claims it is positive
+  ``--suite``, unless the test names its own ``suite``, as a budget sweep's does; only the rows of that
+  suite's published ``suite.json`` table are read); the paper claims it is positive
   (``expect: higher``) or negative (``expect: lower``);
 * ``within``: the same paired difference, claimed to be no worse than ``-margin`` (``method`` is at most
   ``margin`` points below ``reference``);
@@ -89,10 +90,27 @@ def verdict(low: float | None, high: float | None, bound: float, side: str) -> s
     return "supported" if high < bound else "contradicted" if low > bound else "not resolved"
 
 
-def suite_metrics(runs_dir: Path, metric: str) -> dict[str, dict[tuple[str, Any], float]]:
-    """``{label: {(order, seed): metric}}`` of every complete run under ``runs_dir/<label>/<o…-s…>/``."""
+def tabulated_labels(suite_dir: Path) -> set[str] | None:
+    """The row labels of the suite's published table (``suite_dir/suite.json``); None when it has none.
+
+    A run folder of a row the table leaves out (a partial ``only=`` publish) is not read, so the claims
+    draw on the same runs as the results tables.
+    """
+    table = suite_dir / "suite.json"
+    if not table.is_file():
+        return None
+    return {str(row["label"]) for row in json.loads(table.read_text(encoding="utf-8"))["rows"]}
+
+
+def suite_metrics(
+    runs_dir: Path, metric: str, labels: set[str] | None = None
+) -> dict[str, dict[tuple[str, Any], float]]:
+    """``{label: {(order, seed): metric}}`` of every complete run under ``runs_dir/<label>/<o…-s…>/``
+    (only of ``labels``, when given)."""
     out: dict[str, dict[tuple[str, Any], float]] = {}
     for results in sorted(runs_dir.glob("*/*/results.json")):
+        if labels is not None and results.parent.parent.name not in labels:
+            continue
         record = read_record(results.parent)
         value = record.metrics.get(metric)
         if record.complete and value is not None:
@@ -102,7 +120,8 @@ def suite_metrics(runs_dir: Path, metric: str) -> dict[str, dict[tuple[str, Any]
 
 def _paired(test: Mapping[str, Any], root: Path, suite: str) -> dict[str, Any]:
     suite = str(test.get("suite", suite))
-    by_label = suite_metrics(root / "results" / suite / "runs", str(test["metric"]))
+    suite_dir = root / "results" / suite
+    by_label = suite_metrics(suite_dir / "runs", str(test["metric"]), tabulated_labels(suite_dir))
     diff = paired_differences(by_label.get(str(test["method"]), {}), by_label.get(str(test["reference"]), {}))
     measured = f"{test['method']} − {test['reference']}, {test['metric'].upper()} ({suite})"
     if diff is None:

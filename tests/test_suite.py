@@ -372,3 +372,18 @@ def test_an_entry_can_run_more_seeds_than_the_suite(tmp_path):
     spec["methods"][1]["seeds"] = [1, "x"]
     with pytest.raises(ConfigError, match=r"suite\.methods\[1\]\.seeds: 'x' is not an integer"):
         load_suite(spec)
+
+
+def test_only_keeps_the_named_entries_with_their_settings(tmp_path):
+    entries = ["seq_lora", {"name": "olora", "lambda1": 0.3, "label": "olora-0.3"}, "inc_lora"]
+    spec = tiny_suite(tmp_path / "s", entries)
+    suite = load_suite(spec, ["only=[inc_lora,olora-0.3]"])
+    # the file's order, not the override's; the entry keeps its own method keys
+    assert [m.label for m in suite.methods] == ["olora-0.3", "inc_lora"]
+    assert suite.methods[0].overrides == {"lambda1": 0.3}
+    assert {r.label for r in suite.runs()} == {"olora-0.3", "inc_lora"}
+    assert [m.label for m in load_suite(spec, ["only=seq_lora"]).methods] == ["seq_lora"]
+    with pytest.raises(ConfigError, match=r"suite\.only: 'olora' is not a label.*seq_lora, olora-0\.3, inc_lora"):
+        load_suite(spec, ["only=[olora]"])
+    with pytest.raises(ConfigError, match=r"suite\.only: got \[\]"):
+        load_suite(spec, ["only=[]"])

@@ -120,3 +120,17 @@ def test_publish_writes_the_table_and_regenerates_it_byte_identically(tmp_path):
     assert out == tmp_path / "results" / "s" / "claims.md"
     # BWT = −AA/10: differences −1.0, −0.8 → mean −0.9, s = 0.141, t(0.975, 1) = 12.706 → ±1.27
     assert "| P | claim 0 | new − ref, BWT (s) | 2 | -0.9 [-2.2, +0.4] | not resolved |" in readme.read_text()
+
+
+def test_claims_read_only_the_rows_of_the_published_table(tmp_path):
+    pub = _load()
+    _publish_runs(tmp_path, "s", "ref", [40.0, 46.0, 50.0])
+    _publish_runs(tmp_path, "s", "new", [50.0, 54.0, 59.0])
+    _, claims = pub.load_claims(
+        _claims(tmp_path, [{"kind": "paired", "method": "new", "reference": "ref", "metric": "aa", "expect": "higher"}])
+    )
+    assert pub.evaluate(claims[0], "s", tmp_path)["n"] == 3  # no suite.json: every run folder counts
+    table = {"rows": [{"label": "ref"}, {"label": "other"}]}  # published with `only=[ref,other]`
+    (tmp_path / "results" / "s" / "suite.json").write_text(json.dumps(table), encoding="utf-8")
+    row = pub.evaluate(claims[0], "s", tmp_path)
+    assert (row["n"], row["verdict"]) == (0, "not measured")

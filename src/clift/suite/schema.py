@@ -21,6 +21,7 @@ SUITE_KEYS = (
     "base",
     "method_defaults",
     "methods",
+    "only",
     "orders",
     "seeds",
     "budgets",
@@ -91,7 +92,7 @@ class Suite:
     Attributes:
         name: the suite's name (the file's stem unless ``name`` is set).
         base: the base run config (without ``method``, ``seed``, ``output_dir``).
-        methods: the method entries, in table order.
+        methods: the method entries, in table order (those ``only:`` names, when it is set).
         orders / seeds: the grid.
         output_dir: where runs, ``suite.md`` and ``suite.json`` go.
         source: the suite file, if read from one.
@@ -310,6 +311,24 @@ def _methods(raw: Mapping[str, Any], problems: list[str]) -> list[SuiteMethod]:
     return methods
 
 
+def _only(value: Any, methods: list[SuiteMethod], problems: list[str]) -> list[SuiteMethod]:
+    """The entries ``only:`` keeps (a label or a list of labels; null keeps every entry), in table order."""
+    if value is None:
+        return methods
+    given = [value] if isinstance(value, str) else value
+    labels = [m.label for m in methods]
+    if not isinstance(given, list) or not given or not all(isinstance(x, str) for x in given):
+        problems.append(f"suite.only: got {value!r}; give an entry label or a list of labels, e.g. [seq_lora, gorp].")
+        return methods
+    unknown = [x for x in given if x not in labels]
+    if unknown and methods:
+        problems.append(
+            f"suite.only: {', '.join(map(repr, unknown))} is not a label of suite.methods; "
+            f"the labels are: {', '.join(labels)}."
+        )
+    return [m for m in methods if m.label in given]
+
+
 def _orders(raw: Mapping[str, Any], base: Mapping[str, Any], problems: list[str]) -> list[str]:
     data = base.get("data") if isinstance(base.get("data"), dict) else {}
     orders_raw = raw.get("orders", [data.get("order", 1)])
@@ -412,7 +431,8 @@ def load_suite(config: str | Path | Mapping[str, Any], overrides: Sequence[str] 
 
     Raises:
         ConfigError: unknown keys, a missing or invalid ``methods`` list, bad labels, duplicate labels,
-            bad orders or seeds, a ``base`` that sets ``method``, or any run config that fails validation.
+            an ``only`` label that no entry has, bad orders or seeds, a ``base`` that sets ``method``, or
+            any run config that fails validation.
     """
     raw, source = _read_raw(config, overrides)
     problems: list[str] = []
@@ -420,7 +440,7 @@ def load_suite(config: str | Path | Mapping[str, Any], overrides: Sequence[str] 
         if key not in SUITE_KEYS:
             problems.append(f"suite: unknown key {key!r}; allowed keys: {', '.join(SUITE_KEYS)}.")
     base, base_seed = _base_config(raw, source, problems)
-    methods = _methods(raw, problems)
+    methods = _only(raw.get("only"), _methods(raw, problems), problems)
     orders = _orders(raw, base, problems)
     seeds = _seeds(raw, base_seed, problems)
     budgets = _budgets(raw, base, methods, problems)
