@@ -95,6 +95,9 @@ def test_report_pairs_within_a_budget_and_tabulates_the_curve(tmp_path):
     assert "against `seq_lora` at the same budget" in md
     curve = tmp_path / "s" / "budget_curve.png"
     assert curve in result.paths and curve.read_bytes()[:4] == b"\x89PNG"
+    drawn = curve.read_bytes()
+    run_suite(spec, report_only=True, isolation="inline")
+    assert curve.read_bytes() == drawn  # the published figure regenerates byte-identically
 
 
 def test_runs_of_one_budget_that_measured_different_things_are_refused(tmp_path):

@@ -117,20 +117,24 @@ def budget_curve(rows: list[dict[str, Any]], path: Path) -> Path:
     Args:
         rows: suite rows with ``entry`` (the method entry's label) and ``budget``; rows without a budget
             (the zero-shot row) are left out. Each point is the mean over orders × seeds with its 95 %
-            interval as an error bar (none for a single run).
+            interval as an error bar (none for a single run); the methods are drawn slightly apart around
+            each budget, which is marked on the (log) x axis.
         path: the PNG to write.
     """
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.8))
     entries = list(dict.fromkeys(r["entry"] for r in rows if r.get("budget") is not None))
+    budgets = sorted({r["budget"] for r in rows if r.get("budget") is not None})
     for ax, metric, ylabel in ((axes[0], "aa", "AA (%)"), (axes[1], "bwt", "BWT (points)")):
-        for entry in entries:
+        for i, entry in enumerate(entries):
+            # methods side by side around each budget, so their error bars do not hide each other
+            dodge = 1.0 + 0.025 * (i - (len(entries) - 1) / 2)
             pts = sorted(
                 (r["budget"], r[metric]) for r in rows if r.get("entry") == entry and r[metric]["mean"] is not None
             )
             if not pts:
                 continue
-            xs = [b for b, _ in pts]
+            xs = [b * dodge for b, _ in pts]
             ys = [st["mean"] for _, st in pts]
             err = [
                 [st["mean"] - st["ci95"][0] if st.get("ci95") else 0.0 for _, st in pts],
@@ -138,6 +142,8 @@ def budget_curve(rows: list[dict[str, Any]], path: Path) -> Path:
             ]
             ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=entry)
         ax.set_xscale("log")
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.minorticks_off()
         ax.set_xlabel("training examples per task")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
