@@ -99,7 +99,9 @@ def test_one_command_publishes_several_suites_then_the_claims(tmp_path: Path, mo
     claims = repo / "claims.yaml"
     test = {"kind": "paired", "method": "inc_lora", "reference": "seq_lora", "metric": "aa", "expect": "higher"}
     claims.write_text(yaml.safe_dump({"suite": "x", "claims": [{"paper": "P", "claim": "c", "test": test}]}))
-    (repo / "README.md").write_text("<!-- claims:a -->\n<!-- /claims:a -->\n", encoding="utf-8")
+    # every README claims block is refreshed (b's too), not only the first suite's: a claim may read any suite
+    blocks = "<!-- claims:a -->\n<!-- /claims:a -->\n<!-- claims:b -->\n<!-- /claims:b -->\n"
+    (repo / "README.md").write_text(blocks, encoding="utf-8")
 
     assert pub.main([str(files[0]), str(files[1]), "seeds=[1]", "--claims", str(claims)]) == 0
 
@@ -107,3 +109,31 @@ def test_one_command_publishes_several_suites_then_the_claims(tmp_path: Path, mo
     # the claims are read off the first suite (one pair: a difference without an interval)
     assert "| P | c | inc_lora − seq_lora, AA (a) | 1 | +5.0 | not resolved |" in (repo / "README.md").read_text()
     assert (repo / "results" / "a" / "claims.md").is_file()
+    assert "| P | c | inc_lora − seq_lora, AA (b) | 1 | +5.0 | not resolved |" in (repo / "README.md").read_text()
+    assert pub.claims_suites(repo / "README.md", "b") == ["b", "a"]
+
+
+def test_a_budget_sweep_publishes_its_table_figure_and_a_report_per_budget(tmp_path: Path, monkeypatch) -> None:
+    pub = _load()
+    repo = tmp_path / "repo"
+    monkeypatch.setattr(pub, "ROOT", repo)
+    spec = _tiny_suite(tmp_path / "runs", ["seq_lora"], name="b", budgets=[8, 16])
+    spec["base"]["data"].pop("tasks")
+    spec["base"]["data"].pop("train_per_task")
+    for run in load_suite(spec).runs():
+        run.run_dir.mkdir(parents=True)
+        res = fake_results(run.method, {"aa": 30.0 + run.budget, "bwt": -1.0}, config=run.resolved)
+        res["budgets"] = {"train_per_task": run.budget, "test_per_task": 4}
+        (run.run_dir / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    suite_file = repo / "configs" / "b.yaml"
+    suite_file.parent.mkdir(parents=True)
+    suite_file.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    (repo / "README.md").write_text("<!-- results:b -->\n<!-- /results:b -->\n", encoding="utf-8")
+
+    dest = pub.publish(suite_file, [], readme=repo / "README.md")
+
+    assert (dest / "budget_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| seq_lora | 38.0 (1) | 46.0 (1) |" in (repo / "README.md").read_text()
+    report = (dest / "report" / "report.md").read_text()
+    # one summary table per budget, not a refusal to pool runs that differ in train_per_task
+    assert "· train 8 test 4" in report and "· train 16 test 4" in report
