@@ -35,9 +35,10 @@ from typing import Any
 import yaml
 
 from clift.errors import ConfigError
-from clift.io import atomic_write_text, replace_marked_block
+from clift.io import atomic_write_text, read_json, replace_marked_block
 from clift.results import read_record
 from clift.stats import paired_differences, ratio_of_means
+from clift.suite import SUITE_JSON
 from clift.suite.aggregation import pair_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,10 +97,10 @@ def tabulated_labels(suite_dir: Path) -> set[str] | None:
     A run folder of a row the table leaves out (a partial ``only=`` publish) is not read, so the claims
     draw on the same runs as the results tables.
     """
-    table = suite_dir / "suite.json"
+    table = suite_dir / SUITE_JSON
     if not table.is_file():
         return None
-    return {str(row["label"]) for row in json.loads(table.read_text(encoding="utf-8"))["rows"]}
+    return {str(row["label"]) for row in read_json(table)["rows"]}
 
 
 def suite_metrics(

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shlex
 import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
 
-from clift.io import atomic_write_json, replace_marked_block
+from clift.io import atomic_write_json, marked_names, replace_marked_block
 from clift.report import write_report
 from clift.results import RunRecord, read_record
 from clift.suite import SuiteRun, load_suite, order_dir, run_suite
@@ -141,19 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     print("published to " + ", ".join(str(d) for d in published))
     if args.claims is not None:
         claims = load_script_module("paper_claims")
-        for suite in claims_suites(ROOT / "README.md", published[0].name):
+        for suite in claims_suites(ROOT / "README.md", published[0].name, claims.MARKER):
             print(f"written {claims.publish(args.claims, suite, root=ROOT, readme=ROOT / 'README.md')}")
     return 0
 
 
-def claims_suites(readme: Path, first: str) -> list[str]:
-    """``first``, then every other suite with a ``<!-- claims:<suite> -->`` block in ``readme``.
+def claims_suites(readme: Path, first: str, marker: str) -> list[str]:
+    """``first``, then every other suite with a ``<!-- <marker>:<suite> -->`` claims block in ``readme``.
 
     A claim may read another suite's runs (the data-efficiency claims read the budget sweep's), so every
     claims block is regenerated whenever runs are published, not only the first suite's.
     """
-    found = re.findall(r"<!-- claims:([A-Za-z0-9._-]+) -->", readme.read_text(encoding="utf-8"))
-    return list(dict.fromkeys([first, *found]))
+    return list(dict.fromkeys([first, *marked_names(readme.read_text(encoding="utf-8"), marker)]))
 
 
 if __name__ == "__main__":

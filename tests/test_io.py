@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clift.errors import ConfigError, DataError
-from clift.io import read_yaml, replace_marked_block
+from clift.io import marked_names, read_yaml, replace_marked_block
 
 
 def test_read_yaml_parses_utf8_with_or_without_bom(tmp_path):
@@ -46,3 +46,10 @@ def test_replace_marked_block_only_touches_the_marked_block() -> None:
     # the marker is literal text, not a pattern; a missing block is None, not an unchanged text
     assert replace_marked_block(text, "results:x", "new\n") is None
     assert replace_marked_block(text, "results:.*", "new\n") is None
+
+
+def test_marked_names_lists_the_blocks_replace_marked_block_can_fill() -> None:
+    text = "<!-- claims:a -->\n<!-- /claims:a -->\n<!-- results:a -->\n<!-- /results:a -->\n<!-- claims:b.2 -->\n"
+    assert marked_names(text, "claims") == ["a", "b.2"]
+    assert marked_names(text, "cl") == []  # the prefix is the whole word before ':'
+    assert marked_names("<!-- claims:a --> inline\n", "claims") == []  # as replace_marked_block: own line only

@@ -66,6 +66,11 @@ def replace_marked_block(text: str, marker: str, body: str) -> str | None:
     return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
 
 
+def marked_names(text: str, prefix: str) -> list[str]:
+    """The ``name`` of every ``<!-- prefix:name -->`` block of ``text`` (see :func:`replace_marked_block`), in order."""
+    return re.findall(rf"<!-- {re.escape(prefix)}:([A-Za-z0-9._-]+) -->\n", text)
+
+
 def read_json(path: str | Path) -> Any:
     """Read a JSON file."""
     return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -110,7 +110,7 @@ def test_one_command_publishes_several_suites_then_the_claims(tmp_path: Path, mo
     assert "| P | c | inc_lora − seq_lora, AA (a) | 1 | +5.0 | not resolved |" in (repo / "README.md").read_text()
     assert (repo / "results" / "a" / "claims.md").is_file()
     assert "| P | c | inc_lora − seq_lora, AA (b) | 1 | +5.0 | not resolved |" in (repo / "README.md").read_text()
-    assert pub.claims_suites(repo / "README.md", "b") == ["b", "a"]
+    assert pub.claims_suites(repo / "README.md", "b", "claims") == ["b", "a"]
 
 
 def test_a_budget_sweep_publishes_its_table_figure_and_a_report_per_budget(tmp_path: Path, monkeypatch) -> None:

@@ -311,13 +311,21 @@ def _methods(raw: Mapping[str, Any], problems: list[str]) -> list[SuiteMethod]:
     return methods
 
 
+def _label_list(value: Any) -> list[str] | None:
+    """One label or a non-empty list of labels as a list; None when ``value`` is neither."""
+    given = [value] if isinstance(value, str) else value
+    if not isinstance(given, list) or not given or not all(isinstance(v, str) and v for v in given):
+        return None
+    return given
+
+
 def _only(value: Any, methods: list[SuiteMethod], problems: list[str]) -> list[SuiteMethod]:
     """The entries ``only:`` keeps (a label or a list of labels; null keeps every entry), in table order."""
     if value is None:
         return methods
-    given = [value] if isinstance(value, str) else value
+    given = _label_list(value)
     labels = [m.label for m in methods]
-    if not isinstance(given, list) or not given or not all(isinstance(x, str) for x in given):
+    if given is None:
         problems.append(f"suite.only: got {value!r}; give an entry label or a list of labels, e.g. [seq_lora, gorp].")
         return methods
     unknown = [x for x in given if x not in labels]
@@ -409,8 +417,8 @@ def _references(value: Any, problems: list[str]) -> tuple[str, ...]:
     """``reference:`` as a tuple of labels: one label, a list of labels, or null (no paired table)."""
     if value is None:
         return ()
-    given = [value] if isinstance(value, str) else value
-    if not isinstance(given, list) or not given or not all(isinstance(v, str) and v for v in given):
+    given = _label_list(value)
+    if given is None:
         problems.append(
             f"suite.reference: got {value!r}; give a method label of the suite (e.g. seq_lora), a list of labels "
             "(e.g. [seq_lora, inc_lora]) or null."
