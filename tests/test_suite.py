@@ -131,6 +131,17 @@ def test_markdown_flags_wall_times_from_different_thread_counts():
     assert "thread counts" not in format_markdown(aggregate(results[:2], labels[:2]))
 
 
+def test_markdown_flags_rows_run_with_another_thread_count_than_most():
+    results, labels = hand_made_set()
+    for result, threads in zip(results, [2, 2, 1], strict=True):
+        result["environment"] = {"torch_threads": threads}
+    text = format_markdown(aggregate(results, labels))
+    assert "most rows ran with 2 threads, these did not: b (1 thread)." in text
+    assert "mixes runs" not in text
+    results[2]["environment"] = {"torch_threads": 2}
+    assert "thread count" not in format_markdown(aggregate(results, labels))
+
+
 def test_report_only_reads_hand_made_result_files(tmp_path):
     spec = tiny_suite(
         tmp_path / "suite",

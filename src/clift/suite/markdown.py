@@ -125,6 +125,29 @@ def _threads(count: int | None) -> str:
     return "unrecorded" if count is None else f"{count} thread" + ("" if count == 1 else "s")
 
 
+def _thread_notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Where wall times are not comparable: rows whose runs mixed CPU thread counts, and rows run with one
+    count other than the one most rows used (a serial 2-thread row beside rows run two at a time, 1 thread each)."""
+    out: list[str] = []
+    mixed = [r for r in rows if len(r.get("torch_threads") or []) > 1]
+    if mixed:
+        parts = [f"{r['label']} ({', '.join(_threads(t) for t in r['torch_threads'])})" for r in mixed]
+        out.append(
+            "Wall time mixes runs made with different CPU thread counts (`environment.torch_threads` in "
+            f"results.json), so it is not comparable across those runs: {'; '.join(parts)}."
+        )
+    single = [(str(r["label"]), r["torch_threads"][0]) for r in rows if len(r.get("torch_threads") or []) == 1]
+    counts = [t for _, t in single]
+    usual = max(dict.fromkeys(counts), key=counts.count, default=None)  # ties: the first row's count
+    others = [f"{label} ({_threads(t)})" for label, t in single if t != usual]
+    if others:
+        out.append(
+            f"Wall time compares only between rows run with the same CPU thread count: most rows ran with "
+            f"{_threads(usual)}, these did not: {'; '.join(others)}."
+        )
+    return out
+
+
 def _paired_sections(
     paired: Sequence[Mapping[str, Any]], references: Sequence[str], labels: Sequence[str] = ()
 ) -> list[str]:
@@ -178,13 +201,7 @@ def format_markdown(
     )
     if meta.get("isolation") == "inline":
         out.append("Runs made inline share one process, so a CPU peak includes earlier runs of the same process.")
-    mixed = [r for r in rows if len(r.get("torch_threads") or []) > 1]
-    if mixed:
-        parts = [f"{r['label']} ({', '.join(_threads(t) for t in r['torch_threads'])})" for r in mixed]
-        out.append(
-            "Wall time mixes runs made with different CPU thread counts (`environment.torch_threads` in "
-            f"results.json), so it is not comparable across those runs: {'; '.join(parts)}."
-        )
+    out += _thread_notes(rows)
     if any(r.get("budget") is not None for r in rows):
         out += [
             "",
