@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -133,13 +134,24 @@ def test_markdown_flags_wall_times_from_different_thread_counts():
 
 def test_markdown_flags_rows_run_with_another_thread_count_than_most():
     results, labels = hand_made_set()
-    for result, threads in zip(results, [2, 2, 1], strict=True):
+    results.append(deepcopy(results[2]))  # a third row, "c", so that one thread count is the usual one
+    labels.append("c")
+    for result, threads in zip(results, [2, 2, 1, 2], strict=True):
         result["environment"] = {"torch_threads": threads}
     text = format_markdown(aggregate(results, labels))
     assert "most rows ran with 2 threads, these did not: b (1 thread)." in text
     assert "mixes runs" not in text
     results[2]["environment"] = {"torch_threads": 2}
     assert "thread count" not in format_markdown(aggregate(results, labels))
+
+
+def test_markdown_names_every_thread_group_when_no_count_is_the_usual_one():
+    results, labels = hand_made_set()  # rows a (two runs) and b (one run): one row each way is a tie
+    for result, threads in zip(results, [1, 1, 2], strict=True):
+        result["environment"] = {"torch_threads": threads}
+    text = format_markdown(aggregate(results, labels))
+    assert "the rows split between thread counts (1 thread: a; 2 threads: b)." in text
+    assert "most rows" not in text
 
 
 def test_report_only_reads_hand_made_result_files(tmp_path):

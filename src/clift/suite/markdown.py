@@ -136,15 +136,21 @@ def _thread_notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             "Wall time mixes runs made with different CPU thread counts (`environment.torch_threads` in "
             f"results.json), so it is not comparable across those runs: {'; '.join(parts)}."
         )
-    single = [(str(r["label"]), r["torch_threads"][0]) for r in rows if len(r.get("torch_threads") or []) == 1]
-    counts = [t for _, t in single]
-    usual = max(dict.fromkeys(counts), key=counts.count, default=None)  # ties: the first row's count
-    others = [f"{label} ({_threads(t)})" for label, t in single if t != usual]
-    if others:
-        out.append(
-            f"Wall time compares only between rows run with the same CPU thread count: most rows ran with "
-            f"{_threads(usual)}, these did not: {'; '.join(others)}."
-        )
+    groups: dict[Any, list[str]] = {}
+    for r in rows:
+        if len(r.get("torch_threads") or []) == 1:
+            groups.setdefault(r["torch_threads"][0], []).append(str(r["label"]))
+    if len(groups) < 2:
+        return out
+    sizes = sorted((len(labels) for labels in groups.values()), reverse=True)
+    lead = "Wall time compares only between rows run with the same CPU thread count: "
+    if sizes[0] > sizes[1]:  # one count is the usual one: name the rows that differ from it
+        usual = max(groups, key=lambda t: len(groups[t]))
+        others = [f"{label} ({_threads(t)})" for t, labels in groups.items() if t != usual for label in labels]
+        out.append(f"{lead}most rows ran with {_threads(usual)}, these did not: {'; '.join(others)}.")
+    else:  # a tie: no count is the usual one, so name every group
+        parts = [f"{_threads(t)}: {', '.join(labels)}" for t, labels in groups.items()]
+        out.append(f"{lead}the rows split between thread counts ({'; '.join(parts)}).")
     return out
 
 
