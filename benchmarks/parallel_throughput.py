@@ -99,6 +99,10 @@ def _record(out: Path) -> tuple[float, int | None]:
     return float(record["timings"]["total_seconds"]), record.get("environment", {}).get("torch_threads")
 
 
+def _start(args: argparse.Namespace, out: Path, seed: int, threads: int) -> tuple[subprocess.Popen[bytes], Path]:
+    return subprocess.Popen(_command(args, out, seed), env=_env(threads), stderr=subprocess.PIPE), out
+
+
 def _wait(procs: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
     for proc, out in procs:
         _, err = proc.communicate()
@@ -114,14 +118,9 @@ def run_phase(args: argparse.Namespace, name: str, round_: int, workdir: Path) -
     start = time.perf_counter()
     if name == "serial":
         for i, out in enumerate(outs):
-            proc = subprocess.Popen(_command(args, out, args.seed + i), env=_env(threads), stderr=subprocess.PIPE)
-            _wait([(proc, out)])
+            _wait([_start(args, out, args.seed + i, threads)])
     else:
-        procs = [
-            (subprocess.Popen(_command(args, out, args.seed + i), env=_env(threads), stderr=subprocess.PIPE), out)
-            for i, out in enumerate(outs)
-        ]
-        _wait(procs)
+        _wait([_start(args, out, args.seed + i, threads) for i, out in enumerate(outs)])
     wall = time.perf_counter() - start
     records = [_record(out) for out in outs]
     return Phase(name, round_, threads, wall, [s for s, _ in records], [t for _, t in records])
@@ -139,16 +138,16 @@ def throughput_ratio(phases: list[Phase]) -> dict[str, float | list[float]]:
     return {"per_round": ratios, "median": statistics.median(ratios)}
 
 
+HEADER = f"{'round':>5}  {'phase':<8} {'threads/run':>11} {'wall s':>8} {'runs/h':>7}  run seconds (threads recorded)"
+
+
+def format_row(p: Phase) -> str:
+    runs = ", ".join(f"{s:.0f} ({t})" for s, t in zip(p.run_seconds, p.run_threads, strict=True))
+    return f"{p.round:>5}  {p.name:<8} {p.threads:>11} {p.wall_seconds:>8.0f} {p.runs_per_hour():>7.2f}  {runs}"
+
+
 def format_table(phases: list[Phase]) -> str:
-    lines = [
-        f"{'round':>5}  {'phase':<8} {'threads/run':>11} {'wall s':>8} {'runs/h':>7}  run seconds (threads recorded)",
-    ]
-    for p in phases:
-        runs = ", ".join(f"{s:.0f} ({t})" for s, t in zip(p.run_seconds, p.run_threads, strict=True))
-        lines.append(
-            f"{p.round:>5}  {p.name:<8} {p.threads:>11} {p.wall_seconds:>8.0f} {p.runs_per_hour():>7.2f}  {runs}"
-        )
-    return "\n".join(lines)
+    return "\n".join([HEADER, *(format_row(p) for p in phases)])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -160,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
             order = PHASES if round_ % 2 == 0 else PHASES[::-1]
             for name in order:
                 phases.append(run_phase(args, name, round_, workdir))
-                print(format_table(phases[-1:]).splitlines()[1], flush=True)
+                print(format_row(phases[-1]), flush=True)
     ratio = throughput_ratio(phases)
     print()
     print(format_table(phases))

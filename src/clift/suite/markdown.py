@@ -142,10 +142,9 @@ def _thread_notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             groups.setdefault(r["torch_threads"][0], []).append(str(r["label"]))
     if len(groups) < 2:
         return out
-    sizes = sorted((len(labels) for labels in groups.values()), reverse=True)
+    (usual, most), (_, runner_up) = sorted(groups.items(), key=lambda g: len(g[1]), reverse=True)[:2]
     lead = "Wall time compares only between rows run with the same CPU thread count: "
-    if sizes[0] > sizes[1]:  # one count is the usual one: name the rows that differ from it
-        usual = max(groups, key=lambda t: len(groups[t]))
+    if len(most) > len(runner_up):  # one count is the usual one: name the rows that differ from it
         others = [f"{label} ({_threads(t)})" for t, labels in groups.items() if t != usual for label in labels]
         out.append(f"{lead}most rows ran with {_threads(usual)}, these did not: {'; '.join(others)}.")
     else:  # a tie: no count is the usual one, so name every group
