@@ -136,7 +136,8 @@ def _paired(test: Mapping[str, Any], root: Path, suite: str) -> dict[str, Any]:
         "measured": measured,
         "n": diff.n,
         "estimate": f"{diff.mean:+.1f}{ci}",
-        "verdict": verdict(diff.low, diff.high, bound, side),
+        # a zero-width interval (every pair differed alike) measures no spread: it decides nothing
+        "verdict": verdict(diff.low, diff.high, bound, side) if diff.spread else "not resolved",
     }
 
 

@@ -41,6 +41,15 @@ def test_paired_difference_resolved_when_interval_excludes_zero() -> None:
     assert d is not None and d.resolved and d.low > 0
 
 
+def test_paired_difference_without_spread_is_not_resolved() -> None:
+    # two seeds whose differences are both +3.0: s = 0, a zero-width interval [3, 3] that excludes 0 only
+    # because the sample shows no spread; it must not count as resolved
+    d = paired_differences({42: 6.7, 43: 6.0}, {42: 3.7, 43: 3.0})
+    assert d is not None and d.low == pytest.approx(3.0) and d.high == pytest.approx(3.0)
+    assert not d.spread and not d.resolved
+    assert paired_differences({42: 6.7, 43: 6.1}, {42: 3.7, 43: 3.0}).spread  # type: ignore[union-attr]
+
+
 def test_bootstrap_two_examples_by_hand() -> None:
     # one task, one stage, examples (1, 0): a resample's accuracy is 0, 50 or 100 with probability
     # 1/4, 1/2, 1/4, so the 2.5 % and 97.5 % percentiles are 0 and 100

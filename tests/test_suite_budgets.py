@@ -73,8 +73,8 @@ def test_budgets_and_a_fixed_train_per_task_conflict(tmp_path):
 def test_report_pairs_within_a_budget_and_tabulates_the_curve(tmp_path):
     spec = _spec(tmp_path / "s", budgets=[8, 16])
     runs = load_suite(spec).runs()
-    # seq_lora: n8 → AA 30, 34 / n16 → 40, 44; inc: seq_lora + 6 at n8, + 10 at n16 (both orders)
-    values = {"seq_lora-n8": (30, 34), "seq_lora-n16": (40, 44), "inc-n8": (36, 40), "inc-n16": (50, 54)}
+    # seq_lora: n8 → AA 30, 34 / n16 → 40, 44; inc: seq_lora + 6 at n8 (both orders), + 10 and + 11 at n16
+    values = {"seq_lora-n8": (30, 34), "seq_lora-n16": (40, 44), "inc-n8": (36, 40), "inc-n16": (50, 55)}
     for run in runs:
         aa = values[run.label][0 if order_dir(run.order) == "o1" else 1]
         _write(run, aa, -aa / 10)
@@ -87,10 +87,12 @@ def test_report_pairs_within_a_budget_and_tabulates_the_curve(tmp_path):
     assert set(by_label) == {"inc-n8", "inc-n16"}  # each against the reference at its own budget
     assert by_label["inc-n8"]["reference"] == "seq_lora-n8" and by_label["inc-n8"]["aa"]["mean"] == pytest.approx(6)
     assert by_label["inc-n16"]["reference"] == "seq_lora-n16" and by_label["inc-n16"]["budget"] == 16
-    assert by_label["inc-n16"]["aa"]["mean"] == pytest.approx(10) and by_label["inc-n16"]["aa"]["resolved"]
+    # n16: 10.5 ± 12.706 · 0.707 / √2 = [4.1, 16.9] resolved; n8: +6 in both orders, a zero-width interval: not
+    assert by_label["inc-n16"]["aa"]["mean"] == pytest.approx(10.5) and by_label["inc-n16"]["aa"]["resolved"]
+    assert by_label["inc-n8"]["aa"]["ci95"] == pytest.approx([6, 6]) and not by_label["inc-n8"]["aa"]["resolved"]
     md = result.markdown
     assert "| method | n = 8 | n = 16 |" in md
-    assert "| inc | 38.0 ± 2.8 [12.6, 63.4] (2) | 52.0 ± 2.8 [26.6, 77.4] (2) |" in md
+    assert "| inc | 38.0 ± 2.8 [12.6, 63.4] (2) | 52.5 ± 3.5 [20.7, 84.3] (2) |" in md
     assert "| method − seq_lora at the same budget | pairs |" in md
     assert "against `seq_lora` at the same budget" in md
     curve = tmp_path / "s" / "budget_curve.png"

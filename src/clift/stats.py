@@ -11,7 +11,8 @@ the percentile interval ``[q_{α/2}, q_{1−α/2}]`` of the statistic over the r
 Per suite (:func:`t_interval`): over ``n`` runs (orders × seeds) the mean ``x̄``, the sample standard
 deviation ``s`` and the interval ``x̄ ± t_{1−α/2, n−1} · s / √n``. :func:`paired_differences` pairs a
 method's runs with a reference method's runs of the same (order, seed) and gives the same interval for
-the mean difference; an interval that excludes 0 is a *resolved* difference.
+the mean difference; an interval that excludes 0 is a *resolved* difference, unless it has zero width
+(every pair differed by the same amount: no spread to measure, so it resolves nothing).
 """
 
 from __future__ import annotations
@@ -46,9 +47,18 @@ class Summary:
     high: float | None
 
     @property
+    def spread(self) -> bool:
+        """True when the values differ (``s > 0``, up to rounding): only then does the interval measure anything.
+
+        Run metrics move in whole test examples, so a few runs can agree exactly by chance (two seeds whose
+        BWT differences are both +3.0); their interval then has zero width, which is no evidence of precision.
+        """
+        return self.std is not None and self.std > 1e-9 * max(1.0, abs(self.mean))
+
+    @property
     def resolved(self) -> bool:
-        """True when the interval excludes 0 (a difference the data resolve)."""
-        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+        """True when the interval excludes 0 (a difference the data resolve) and has a width (:attr:`spread`)."""
+        return self.spread and self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -71,6 +71,17 @@ def test_paired_and_within_claims_on_published_runs(tmp_path):
     assert rows[0]["measured"] == "new − ref, AA (s)"
 
 
+def test_paired_claim_without_spread_is_not_resolved(tmp_path):
+    pub = _load()
+    _publish_runs(tmp_path, "s", "ref", [40.0, 46.0])
+    _publish_runs(tmp_path, "s", "new", [43.0, 49.0])  # both pairs +3: interval [+3, +3], zero width
+    _, claims = pub.load_claims(
+        _claims(tmp_path, [{"kind": "paired", "method": "new", "reference": "ref", "metric": "aa", "expect": "higher"}])
+    )
+    row = pub.evaluate(claims[0], "s", tmp_path)
+    assert row["estimate"] == "+3.0 [+3.0, +3.0]" and row["verdict"] == "not resolved"
+
+
 def test_step_cost_claim_uses_the_ratio_of_mean_step_times(tmp_path):
     pub = _load()
     cost = {"results": {"a": {"step_s_all": [3.0, 3.0, 3.0]}, "b": {"step_s_all": [2.0, 2.0, 2.0]}}}
