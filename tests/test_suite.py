@@ -143,6 +143,11 @@ def test_markdown_flags_rows_run_with_another_thread_count_than_most():
     assert "mixes runs" not in text
     results[2]["environment"] = {"torch_threads": 2}
     assert "thread count" not in format_markdown(aggregate(results, labels))
+    # most rows ran before the count was recorded: the sentence says so instead of "ran with unrecorded"
+    for result in results[:3]:
+        result.pop("environment")
+    text = format_markdown(aggregate(results, labels))
+    assert "most rows ran with an unrecorded thread count, these did not: c (2 threads)." in text
 
 
 def test_markdown_names_every_thread_group_when_no_count_is_the_usual_one():

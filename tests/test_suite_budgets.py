@@ -95,6 +95,9 @@ def test_report_pairs_within_a_budget_and_tabulates_the_curve(tmp_path):
     assert "| inc | 38.0 ± 2.8 [12.6, 63.4] (2) | 52.5 ± 3.5 [20.7, 84.3] (2) |" in md
     assert "| method − seq_lora at the same budget | pairs |" in md
     assert "against `seq_lora` at the same budget" in md
+    # the table marks only the interval with spread; the legend says why the zero-width one is not marked
+    assert "**+10.5 [+4.1, +16.9]** ✓" in md and "+6.0 [+6.0, +6.0] |" in md and "**+6.0" not in md
+    assert "unless it has zero width" in md
     curve = tmp_path / "s" / "budget_curve.png"
     assert curve in result.paths and curve.read_bytes()[:4] == b"\x89PNG"
     drawn = curve.read_bytes()

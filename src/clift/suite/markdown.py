@@ -68,7 +68,7 @@ def _diff_cell(diff: Mapping[str, Any] | None) -> str:
 
 
 def format_paired(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Paired differences against the reference as a Markdown table (✓ and bold: interval excludes 0)."""
+    """Paired differences against the reference as a Markdown table (✓ and bold: resolved, see ``Summary.resolved``)."""
     if not rows:
         return ""
     swept = any(r.get("budget") is not None for r in rows)
@@ -146,7 +146,9 @@ def _thread_notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     lead = "Wall time compares only between rows run with the same CPU thread count: "
     if len(most) > len(runner_up):  # one count is the usual one: name the rows that differ from it
         others = [f"{label} ({_threads(t)})" for t, labels in groups.items() if t != usual for label in labels]
-        out.append(f"{lead}most rows ran with {_threads(usual)}, these did not: {'; '.join(others)}.")
+        # runs made before clift recorded the count: "ran with unrecorded" would not be a sentence
+        ran = "an unrecorded thread count" if usual is None else _threads(usual)
+        out.append(f"{lead}most rows ran with {ran}, these did not: {'; '.join(others)}.")
     else:  # a tie: no count is the usual one, so name every group
         parts = [f"{_threads(t)}: {', '.join(labels)}" for t, labels in groups.items()]
         out.append(f"{lead}the rows split between thread counts ({'; '.join(parts)}).")
@@ -172,7 +174,8 @@ def _paired_sections(
         out += [
             "",
             f"Paired differences against {shown}, run by run over the same (order, seed): "
-            "mean difference [95 % t-interval]; **bold ✓** where the interval excludes 0 (a resolved difference).",
+            "mean difference [95 % t-interval]; **bold ✓** where the interval excludes 0 (a resolved difference), "
+            "unless it has zero width (every pair differed alike: no spread measured).",
             "",
             format_paired(rows),
         ]
