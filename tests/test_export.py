@@ -78,14 +78,17 @@ def test_inc_lora_adapters_are_combined_into_one(tmp_path):
 
 
 def test_full_finetuning_needs_merged(tmp_path, capsys):
+    """A model trained in its own weights exports merged; asking for an adapter is refused, and the refusal
+    leaves an earlier export in the same folder as it was."""
     res = _run(tmp_path, "seq_ft")
-    with pytest.raises(CliftError, match="use --merged"):
-        export_run(res.run_dir, tmp_path / "out")
-    assert main(["export", str(res.run_dir), "--merged", "--out", str(tmp_path / "m")]) == 0
+    out = tmp_path / "m"
+    assert main(["export", str(res.run_dir), "--merged", "--out", str(out)]) == 0
     assert "full model" in capsys.readouterr().out
-    assert torch.allclose(
-        _logits(AutoModelForCausalLM.from_pretrained(str(tmp_path / "m"))), _logits(res.model), atol=1e-5
-    )
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(CliftError, match="use --merged"):
+        export_run(res.run_dir, out)
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert torch.allclose(_logits(AutoModelForCausalLM.from_pretrained(str(out))), _logits(res.model), atol=1e-5)
 
 
 def test_per_task_exports_one_adapter_per_task(tmp_path):
@@ -106,3 +109,13 @@ def test_export_refuses_unfinished_and_foreign_folders(tmp_path):
     (res.run_dir / "results.json").write_text(json.dumps(data))
     with pytest.raises(CliftError, match="not complete"):
         export_run(res.run_dir)
+
+
+def test_a_refused_merge_leaves_an_earlier_export_in_place(tmp_path):
+    """deal_code's MLP cannot be merged: the refusal comes before the target folder is cleared."""
+    out = tmp_path / "export"
+    export_run(_fast_run(tmp_path / "a", "seq_ft").run_dir, out, mode="merged")
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(CliftError, match="adapters are in"):
+        export_run(_fast_run(tmp_path / "b", "deal_code").run_dir, out, mode="merged")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before

@@ -158,7 +158,8 @@ def export_run(
 
     Args:
         run_dir: the run directory.
-        out: destination folder (default ``<run_dir>/export-<mode>``); replaced if it exists.
+        out: destination folder (default ``<run_dir>/export-<mode>``); an earlier export there is replaced,
+            but not when this one is refused.
         mode: ``adapter`` (one combined PEFT adapter) or ``merged`` (full model with adapters merged in).
 
     Returns:
@@ -174,57 +175,79 @@ def export_run(
     safety.export_target(Path(run_dir), out)  # before the slow rebuild: never over a run or foreign files
     safety.check_folder(out, "export", "choose another folder with --out.")
     rebuilt = rebuild_final_model(run_dir)
-    model, tok, method, record = rebuilt.model, rebuilt.tokenizer, rebuilt.method, rebuilt.record
-    name = record.run.method
+    record = rebuilt.record
+    # every refusal comes before the folder is touched, so an earlier export in it stays as it was
+    merged = merge_adapters(rebuilt, run_dir) if mode == "merged" else None
+    refusal = _adapter_refusal(rebuilt, Path(run_dir)) if merged is None else None
+    if refusal is not None:
+        raise CliftError(refusal)
     safety.remove_clift_folder(out, "export")
     safety.claim_folder(out, "export", "choose another folder with --out.")
-    info: dict[str, Any] = {"run_dir": str(run_dir), "method": name, "mode": mode, "tasks": record.tasks}
-    if mode == "adapter":
-        if not isinstance(model, PeftModel):
-            raise CliftError(f"method {name!r} trains the model's own weights, so there is no adapter; use --merged.")
-        if rebuilt.base_changed:
-            raise CliftError(
-                f"method {name!r} also changed base weights (full-rank updates), which an adapter cannot hold; "
-                "use --merged."
-            )
-        if not _plain_lora(method, model):
-            raise CliftError(
-                f"method {name!r} has modules a plain LoRA cannot express, so neither an adapter nor a merged "
-                f"model can hold it; its per-task adapters are in "
-                f"{str(Path(run_dir) / ADAPTERS_DIR)!r}."
-            )
-        if method.needs_task_id:
-            # no single final model exists: each task keeps its own adapter
-            from clift.adapters import save_adapter
-
-            for index, task in enumerate(record.tasks):
-                adapter = f"task{index}"
-                if adapter in model.peft_config:
-                    save_adapter(model, adapter, out / task)
-            info["layout"] = "one adapter per task (the method needs the task id at inference)"
-        else:
-            active = list(model.base_model.active_adapters)
-            if len(active) == 1:
-                chosen = active[0]
-            else:
-                model.add_weighted_adapter(active, [1.0] * len(active), COMBINED, combination_type="cat")
-                chosen = COMBINED
-                info["combined"] = active
-            from clift.adapters import save_adapter
-
-            save_adapter(model, chosen, out)
-            info["layout"] = "one PEFT adapter"
-        base = record.config["model"]["name"]
-        set_base_model(out, base)  # PEFT leaves it null for in-memory models
-        info["base_model"] = base
+    info: dict[str, Any] = {"run_dir": str(run_dir), "method": record.run.method, "mode": mode, "tasks": record.tasks}
+    if merged is None:
+        _export_adapter(rebuilt, Path(run_dir), out, info)
     else:
-        model = merge_adapters(rebuilt, run_dir)
-        model.save_pretrained(str(out), safe_serialization=True)
-        tok.save_pretrained(str(out))
+        merged.save_pretrained(str(out), safe_serialization=True)
+        rebuilt.tokenizer.save_pretrained(str(out))
         info["layout"] = "full model (transformers save_pretrained)"
     safety.mark_folder(out, "export")  # a single adapter's save replaced the folder with its marker
     atomic_write_json(out / "clift_export.json", info)
     return out
+
+
+def _adapter_refusal(rebuilt: Rebuilt, run_dir: Path) -> str | None:
+    """Why no adapter can hold the final model (naming the form to use instead); None when one can.
+
+    No adapter holds a model whose own weights were trained, whose base weights changed (full-rank
+    updates), or that has modules a plain LoRA cannot express.
+    """
+    model, name = rebuilt.model, rebuilt.record.run.method
+    if not isinstance(model, PeftModel):
+        return f"method {name!r} trains the model's own weights, so there is no adapter; use --merged."
+    if rebuilt.base_changed:
+        return (
+            f"method {name!r} also changed base weights (full-rank updates), which an adapter cannot hold; "
+            "use --merged."
+        )
+    if not _plain_lora(rebuilt.method, model):
+        return (
+            f"method {name!r} has modules a plain LoRA cannot express, so neither an adapter nor a merged "
+            f"model can hold it; its per-task adapters are in {str(run_dir / ADAPTERS_DIR)!r}."
+        )
+    return None
+
+
+def _export_adapter(rebuilt: Rebuilt, run_dir: Path, out: Path, info: dict[str, Any]) -> None:
+    """Save the final model as PEFT adapter(s) into ``out``; ``info`` gains the layout and base model.
+
+    One combined adapter (the active ones concatenated) for a method with a single final model; one
+    adapter per task (``out/<task>``) for a method that needs the task id at inference.
+
+    The caller has checked :func:`_adapter_refusal` first.
+    """
+    model, method, record = rebuilt.model, rebuilt.method, rebuilt.record
+    from clift.adapters import save_adapter
+
+    if method.needs_task_id:
+        # no single final model exists: each task keeps its own adapter
+        for index, task in enumerate(record.tasks):
+            adapter = f"task{index}"
+            if adapter in model.peft_config:
+                save_adapter(model, adapter, out / task)
+        info["layout"] = "one adapter per task (the method needs the task id at inference)"
+    else:
+        active = list(model.base_model.active_adapters)
+        if len(active) == 1:
+            chosen = active[0]
+        else:
+            model.add_weighted_adapter(active, [1.0] * len(active), COMBINED, combination_type="cat")
+            chosen = COMBINED
+            info["combined"] = active
+        save_adapter(model, chosen, out)
+        info["layout"] = "one PEFT adapter"
+    base = record.config["model"]["name"]
+    set_base_model(out, base)  # PEFT leaves it null for in-memory models
+    info["base_model"] = base
 
 
 def describe(path: Path) -> str:

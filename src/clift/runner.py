@@ -615,13 +615,7 @@ class Runner:
             loop.optimizer.load_state_dict(resume.optimizer)
             loop.scheduler.load_state_dict(resume.scheduler)
             progress = _Progress(resume.step, list(resume.losses), list(resume.extra_losses), resume.skipped)
-        model.train()
-        loop.pmodel, loop.popt, ploader, loop.psched = acc.prepare(model, loop.optimizer, loader, loop.scheduler)
-        loop.batches = _cycle(ploader)
-        for _ in range(sum(loop.plan[: progress.step])):  # fast-forward the data to where the checkpoint stopped
-            next(loop.batches)
-        if resume is not None:
-            set_rng_state(*resume.rng_for(self.acc.process_index))
+        self._prepare_loop(model, loop, loader, progress.step, resume)
         from tqdm.auto import tqdm
 
         bar = tqdm(
@@ -631,7 +625,6 @@ class Runner:
             leave=False,
             disable=not (cfg.log.progress and acc.is_local_main_process),
         )
-        every, log_every = cfg.train.checkpoint_every, cfg.log.log_every
         guard = DivergenceGuard(loop.params, cfg.train, stage, self.run_dir / CHECKPOINT_DIR)
         try:
             for step in range(progress.step, len(loop.plan)):
@@ -639,28 +632,61 @@ class Runner:
                     continue
                 guard.check(step, progress.losses[-1])
                 bar.update(1)
-                losses = progress.losses
-                if (step + 1) % log_every == 0 or step + 1 == len(loop.plan):
-                    bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.3f}")
-                    if cfg.log.tensorboard:
-                        acc.log({f"loss/{stage.name}": float(np.mean(losses[-log_every:]))}, step=step)
-                if every and (step + 1) % every == 0 and step + 1 < len(loop.plan):
-                    self._save_checkpoint(
-                        model,
-                        method,
-                        stage.index,
-                        step + 1,
-                        optimizer=loop.optimizer.state_dict(),
-                        scheduler=loop.scheduler.state_dict(),
-                        losses=progress.losses,
-                        extra_losses=progress.extra_losses,
-                        skipped=progress.skipped,
-                    )
+                self._after_step(model, method, stage, step, loop, progress, bar)
         finally:
             bar.close()
             acc.unwrap_model(loop.pmodel, keep_fp32_wrapper=False)
             acc.free_memory()
-        return _training_log(stage, len(items), progress, log_every)
+        return _training_log(stage, len(items), progress, cfg.log.log_every)
+
+    def _prepare_loop(
+        self, model: nn.Module, loop: _Loop, loader: DataLoader, start: int, resume: Checkpoint | None
+    ) -> None:
+        """Hand model, optimizer, loader and schedule to Accelerate; move the data to step ``start``.
+
+        On resume the data iterator is fast-forwarded past the batches already trained on and the
+        generators are restored afterwards, so the continued run draws what the uninterrupted one would.
+        """
+        model.train()
+        acc = self.acc
+        loop.pmodel, loop.popt, ploader, loop.psched = acc.prepare(model, loop.optimizer, loader, loop.scheduler)
+        loop.batches = _cycle(ploader)
+        for _ in range(sum(loop.plan[:start])):
+            next(loop.batches)
+        if resume is not None:
+            set_rng_state(*resume.rng_for(acc.process_index))
+
+    def _after_step(
+        self,
+        model: nn.Module,
+        method: ContinualMethod,
+        stage: Stage,
+        step: int,
+        loop: _Loop,
+        progress: _Progress,
+        bar: Any,
+    ) -> None:
+        """After optimizer step ``step``: the logged loss (mean of the last ``log_every``), and a
+        mid-stage checkpoint every ``checkpoint_every`` steps (not after the last: the stage's end saves)."""
+        cfg = self.cfg
+        log_every, every, last = cfg.log.log_every, cfg.train.checkpoint_every, step + 1 == len(loop.plan)
+        if (step + 1) % log_every == 0 or last:
+            mean = float(np.mean(progress.losses[-log_every:]))
+            bar.set_postfix(loss=f"{mean:.3f}")
+            if cfg.log.tensorboard:
+                self.acc.log({f"loss/{stage.name}": mean}, step=step)
+        if every and (step + 1) % every == 0 and not last:
+            self._save_checkpoint(
+                model,
+                method,
+                stage.index,
+                step + 1,
+                optimizer=loop.optimizer.state_dict(),
+                scheduler=loop.scheduler.state_dict(),
+                losses=progress.losses,
+                extra_losses=progress.extra_losses,
+                skipped=progress.skipped,
+            )
 
     def _build_loop(
         self, model: nn.Module, method: ContinualMethod, stage: Stage, items: list[Any]

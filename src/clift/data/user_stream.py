@@ -161,70 +161,96 @@ def _parse_yaml(path: Path) -> tuple[str, list[_TaskEntry]]:
     problems: list[str] = []
     check_keys(str(path), data, STREAM_KEYS, problems)
     name = str(data.get("name") or path.stem)
-    top_text = str(data.get("text_field", "sentence"))
-    top_label = str(data.get("label_field", "label"))
-    top_threshold = _threshold(data.get("overlap_threshold", DEFAULT_OVERLAP_THRESHOLD), str(path), problems)
+    # the stream-wide defaults each task may override
+    top = {
+        "text_field": str(data.get("text_field", "sentence")),
+        "label_field": str(data.get("label_field", "label")),
+        "overlap_threshold": _threshold(data.get("overlap_threshold", DEFAULT_OVERLAP_THRESHOLD), str(path), problems),
+    }
     raw_tasks = data.get("tasks")
     if not isinstance(raw_tasks, list) or not raw_tasks:
         problems.append(f"{path}: 'tasks' must be a non-empty list of tasks (each with 'name' and 'train').")
         raw_tasks = []
     lines = _yaml_task_lines(text)
     entries: list[_TaskEntry] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, int] = {}  # task name -> its 1-based position, for the duplicate message
     for i, raw in enumerate(raw_tasks):
         line = lines[i] if i < len(lines) else 0
         where = f"{path}:{line} (task {i + 1})" if line else f"{path} (task {i + 1})"
-        if not isinstance(raw, Mapping):
-            problems.append(f"{where}: expected a mapping with 'name' and 'train', got {shorten(raw)}.")
+        entry = _task_entry(raw, line, where, path.parent, top, problems)
+        if entry is None:
             continue
-        check_keys(where, raw, TASK_KEYS, problems)
-        tname = raw.get("name")
-        if not isinstance(tname, str) or not tname.strip() or any(c in tname for c in "\n\r"):
-            problems.append(f"{where}: 'name' is required, a one-line string (it appears in the prompt).")
-            continue
-        tname = tname.strip()
-        if tname in seen:
+        if entry.name in seen:
             problems.append(
-                f"{where}: task name {tname!r} is already used by task {seen[tname]}; names must be unique."
+                f"{where}: task name {entry.name!r} is already used by task {seen[entry.name]}; names must be unique."
             )
-        seen[tname] = i + 1
-        files: dict[str, Path] = {}
-        for split in SPLITS:
-            value = raw.get(split)
-            if value is None:
-                continue
-            if not isinstance(value, str) or not value.strip():
-                problems.append(f"{where}: '{split}' must be a file path, got {shorten(value)}.")
-                continue
-            fp = (path.parent / value).expanduser()
-            if not fp.is_file():
-                why = "is a directory, not a file" if fp.is_dir() else "does not exist"
-                problems.append(f"{where}: {split} file {str(fp)!r} {why} (paths are relative to {path.parent}).")
-                continue
-            try:
-                detect_format(fp, raw.get("format"))
-            except DataError as err:
-                problems.append(f"{where}: {err}")
-                continue
-            files[split] = fp
-        if "train" not in files and raw.get("train") is None:
-            problems.append(f"{where}: 'train' is required (a .json, .jsonl, .csv or .parquet file).")
-        entries.append(
-            _TaskEntry(
-                name=tname,
-                line=line,
-                raw=raw,
-                files=files,
-                text_field=str(raw.get("text_field", top_text)),
-                label_field=str(raw.get("label_field", top_label)),
-                threshold=_threshold(raw.get("overlap_threshold", top_threshold), where, problems),
-            )
-        )
+        seen[entry.name] = i + 1
+        entries.append(entry)
     if problems:
         if len(problems) == 1:  # the problem already names the file
             raise DataError(problems[0])
         raise DataError(f"user stream {path}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
     return name, entries
+
+
+def _task_entry(
+    raw: Any, line: int, where: str, folder: Path, top: Mapping[str, Any], problems: list[str]
+) -> _TaskEntry | None:
+    """One item of ``tasks:`` shape-checked (None when it has no usable name); problems appended.
+
+    Args:
+        raw: the item as YAML read it.
+        line: its 1-based line in the stream file (0 when unknown).
+        where: how messages name it (file, line, position).
+        folder: the stream file's folder; data paths are relative to it.
+        top: the stream-wide ``text_field``, ``label_field`` and ``overlap_threshold`` (checked), the
+            defaults a task may override.
+        problems: where every problem found is appended.
+    """
+    if not isinstance(raw, Mapping):
+        problems.append(f"{where}: expected a mapping with 'name' and 'train', got {shorten(raw)}.")
+        return None
+    check_keys(where, raw, TASK_KEYS, problems)
+    tname = raw.get("name")
+    if not isinstance(tname, str) or not tname.strip() or any(c in tname for c in "\n\r"):
+        problems.append(f"{where}: 'name' is required, a one-line string (it appears in the prompt).")
+        return None
+    files = _task_files(raw, where, folder, problems)
+    if "train" not in files and raw.get("train") is None:
+        problems.append(f"{where}: 'train' is required (a .json, .jsonl, .csv or .parquet file).")
+    return _TaskEntry(
+        name=tname.strip(),
+        line=line,
+        raw=raw,
+        files=files,
+        text_field=str(raw.get("text_field", top["text_field"])),
+        label_field=str(raw.get("label_field", top["label_field"])),
+        threshold=_threshold(raw.get("overlap_threshold", top["overlap_threshold"]), where, problems),
+    )
+
+
+def _task_files(raw: Mapping[str, Any], where: str, folder: Path, problems: list[str]) -> dict[str, Path]:
+    """The split files a task names that exist and have a readable format (``{split: path}``)."""
+    files: dict[str, Path] = {}
+    for split in SPLITS:
+        value = raw.get(split)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            problems.append(f"{where}: '{split}' must be a file path, got {shorten(value)}.")
+            continue
+        fp = (folder / value).expanduser()
+        if not fp.is_file():
+            why = "is a directory, not a file" if fp.is_dir() else "does not exist"
+            problems.append(f"{where}: {split} file {str(fp)!r} {why} (paths are relative to {folder}).")
+            continue
+        try:
+            detect_format(fp, raw.get("format"))
+        except DataError as err:
+            problems.append(f"{where}: {err}")
+            continue
+        files[split] = fp
+    return files
 
 
 def _spec_for(entry: _TaskEntry, labels: tuple[str, ...], where: str, problems: list[str]) -> TaskSpec:
@@ -320,46 +346,14 @@ def _read_user_stream(path: Path, keys: tuple[Any, ...]) -> UserStream:
     name, entries = _parse_yaml(path)
     records_problems = RecordProblems(f"user stream {path}")
     shape_problems: list[str] = []
-    specs: list[TaskSpec] = []
-    pools: list[dict[str, list[Example]]] = []
-    lines: list[dict[str, dict[str, int]]] = []
-    for entry in entries:
-        where = f"{path}:{entry.line} (task {entry.name!r})"
-        records: dict[str, list[Record]] = {}
-        for split, fp in entry.files.items():
-            records[split] = read_records(
-                fp,
-                entry.text_field,
-                entry.label_field,
-                entry.raw.get("format"),
-                problems=records_problems,
-                id_field=entry.id_field,
-            )
-            check_conflicting_labels(records[split], records_problems)  # one text, two labels: an error
-            if not records[split] and not any(str(fp) in msg for msg in records_problems.items):
-                records_problems.add(f"{fp}:1: no records; a {split} file needs at least one.")
-        labels = _declared_labels(entry, where, shape_problems)
-        if entry.raw.get("metric") not in (None, "accuracy"):
-            labels = ()  # a free-form task: any target text, scored by generation
-        elif labels is None:  # inferred from train: the sorted set of its (usable) labels
-            labels = tuple(sorted({s for r in records.get("train", []) if (s := label_string(r.label))}))
-        warn_single_class(entry.name, labels, entry.files.get("train"), where)
-        specs.append(_spec_for(entry, labels, where, shape_problems))
-        split_examples: dict[str, list[Example]] = {}
-        split_lines: dict[str, dict[str, int]] = {}
-        for split, recs in records.items():
-            prefix = entry.files[split].name
-            split_examples[split], _ = records_to_examples(recs, labels or None, records_problems, prefix)
-            split_lines[split] = {f"{prefix}#{r.index}": r.line for r in recs}
-        pools.append(split_examples)
-        lines.append(split_lines)
+    read = [_read_task(entry, path, records_problems, shape_problems) for entry in entries]
     if shape_problems:
         raise DataError(f"user stream {path}: " + "; ".join(shape_problems))
     records_problems.raise_if_any()
 
-    stream = UserStream(name=name, path=path, specs=specs, splits={})
+    stream = UserStream(name=name, path=path, specs=[spec for spec, _, _ in read], splits={})
     overlap_problems = RecordProblems(f"user stream {path}")
-    for entry, spec, split_examples, split_lines in zip(entries, specs, pools, lines, strict=True):
+    for entry, (spec, split_examples, split_lines) in zip(entries, read, strict=True):
         stream.files[spec.name] = {s: str(fp) for s, fp in entry.files.items()}
         train, dev, test = (split_examples.get(s) for s in SPLITS)
         if test is not None:
@@ -380,6 +374,47 @@ def _read_user_stream(path: Path, keys: tuple[Any, ...]) -> UserStream:
         stream.origin[spec.name] = dict(result.origin)
     overlap_problems.raise_if_any()
     return stream
+
+
+def _read_task(
+    entry: _TaskEntry, path: Path, records_problems: RecordProblems, shape_problems: list[str]
+) -> tuple[TaskSpec, dict[str, list[Example]], dict[str, dict[str, int]]]:
+    """Read one task's files: its spec, its examples per split, and each example's file line.
+
+    Every problem is recorded (record problems and shape problems apart), not raised, so that one run
+    of the check reports all of them.
+
+    Returns:
+        ``(spec, {split: examples}, {split: {example id: line in its file}})``.
+    """
+    where = f"{path}:{entry.line} (task {entry.name!r})"
+    records: dict[str, list[Record]] = {}
+    for split, fp in entry.files.items():
+        records[split] = read_records(
+            fp,
+            entry.text_field,
+            entry.label_field,
+            entry.raw.get("format"),
+            problems=records_problems,
+            id_field=entry.id_field,
+        )
+        check_conflicting_labels(records[split], records_problems)  # one text, two labels: an error
+        if not records[split] and not any(str(fp) in msg for msg in records_problems.items):
+            records_problems.add(f"{fp}:1: no records; a {split} file needs at least one.")
+    labels = _declared_labels(entry, where, shape_problems)
+    if entry.raw.get("metric") not in (None, "accuracy"):
+        labels = ()  # a free-form task: any target text, scored by generation
+    elif labels is None:  # inferred from train: the sorted set of its (usable) labels
+        labels = tuple(sorted({s for r in records.get("train", []) if (s := label_string(r.label))}))
+    warn_single_class(entry.name, labels, entry.files.get("train"), where)
+    spec = _spec_for(entry, labels, where, shape_problems)
+    split_examples: dict[str, list[Example]] = {}
+    split_lines: dict[str, dict[str, int]] = {}
+    for split, recs in records.items():
+        prefix = entry.files[split].name
+        split_examples[split], _ = records_to_examples(recs, labels or None, records_problems, prefix)
+        split_lines[split] = {f"{prefix}#{r.index}": r.line for r in recs}
+    return spec, split_examples, split_lines
 
 
 def _check_overlap(
