@@ -80,6 +80,30 @@ def test_publish_copies_finished_runs_and_writes_portable_files(tmp_path: Path, 
         assert str(tmp_path) not in (dest / name).read_text(), name
 
 
+def test_publish_reports_the_committed_runs_without_the_output_folder(tmp_path: Path, monkeypatch) -> None:
+    """On a fresh clone the suite's output folder is empty: the report is still written, from the runs
+    committed under results/ (it used to be skipped, leaving a report that missed later runs)."""
+    pub = _load()
+    repo = tmp_path / "repo"
+    monkeypatch.setattr(pub, "ROOT", repo)
+    spec = _tiny_suite(tmp_path / "elsewhere", ["seq_lora", "inc_lora"])
+    spec["base"]["data"].pop("tasks")
+    suite_file = repo / "configs" / "s.yaml"
+    suite_file.parent.mkdir(parents=True)
+    suite_file.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    for run in load_suite(suite_file).runs():  # committed earlier; the output folder never existed here
+        target = repo / "results" / "t" / "runs" / run.label / run.run_dir.name
+        target.mkdir(parents=True)
+        res = fake_results(run.method, {"aa": 40.0, "bwt": -5.0}, config=run.resolved, zero_shot=[25.0])
+        (target / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    (repo / "README.md").write_text("x\n", encoding="utf-8")
+
+    dest = pub.publish(suite_file, [], readme=repo / "README.md")
+
+    report = (dest / "report" / "report.md").read_text()
+    assert "## seq_lora-o1-s1" in report and "## inc_lora-o1-s1" in report
+
+
 def test_one_command_publishes_several_suites_then_the_claims(tmp_path: Path, monkeypatch) -> None:
     pub = _load()
     repo = tmp_path / "repo"
