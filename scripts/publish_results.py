@@ -80,7 +80,8 @@ def _shown(path: Path) -> Path:
 def publish(suite_file: Path, overrides: list[str], readme: Path = ROOT / "README.md") -> Path:
     suite = load_suite(suite_file, overrides)
     dest = ROOT / "results" / suite.name
-    for run in suite.runs():
+    planned = suite.runs()
+    for run in planned:
         if _finished(run.run_dir) is None:
             continue  # unfinished: its files would be half a run
         target = dest / "runs" / run.label / run.run_dir.name
@@ -89,7 +90,7 @@ def publish(suite_file: Path, overrides: list[str], readme: Path = ROOT / "READM
             if (run.run_dir / name).is_file():
                 shutil.copy2(run.run_dir / name, target / name)
     # the report, like the table, covers every committed run, also those made on another machine
-    committed = (dest / "runs" / run.label / run.run_dir.name for run in suite.runs())
+    committed = (dest / "runs" / run.label / run.run_dir.name for run in planned)
     runs = [path for path in committed if _finished(path) is not None]
     # tabulate from the copied files, so the table is reproducible from the repository alone
     result = run_suite(

@@ -185,7 +185,7 @@ def export_run(
     safety.claim_folder(out, "export", "choose another folder with --out.")
     info: dict[str, Any] = {"run_dir": str(run_dir), "method": record.run.method, "mode": mode, "tasks": record.tasks}
     if merged is None:
-        _export_adapter(rebuilt, Path(run_dir), out, info)
+        _export_adapter(rebuilt, out, info)
     else:
         merged.save_pretrained(str(out), safe_serialization=True)
         rebuilt.tokenizer.save_pretrained(str(out))
@@ -217,7 +217,7 @@ def _adapter_refusal(rebuilt: Rebuilt, run_dir: Path) -> str | None:
     return None
 
 
-def _export_adapter(rebuilt: Rebuilt, run_dir: Path, out: Path, info: dict[str, Any]) -> None:
+def _export_adapter(rebuilt: Rebuilt, out: Path, info: dict[str, Any]) -> None:
     """Save the final model as PEFT adapter(s) into ``out``; ``info`` gains the layout and base model.
 
     One combined adapter (the active ones concatenated) for a method with a single final model; one
